@@ -1,0 +1,1 @@
+"""The local model store, in Docker Model Runner's on-disk format."""
