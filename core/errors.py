@@ -1,4 +1,4 @@
-"""Errors the core raises; each carries a message fit to show a user and the HTTP status it maps to."""
+"""Errors the core raises; each has a message fit for a user and the HTTP status it maps to."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class ModelNotFound(CoreError):
 
 
 class Conflict(CoreError):
-    """The request cannot be carried out in the store's current state (e.g. an ID with several tags)."""
+    """The store's current state forbids the request (e.g. removing an ID that has several tags)."""
 
     status = 409
 

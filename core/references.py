@@ -1,4 +1,4 @@
-"""Model references: parse, normalise and display names like DMR ("gemma3" -> "ai/gemma3:latest")."""
+"""Model references: parse, normalise and display names as DMR does ("gemma3" -> "ai/gemma3")."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class ModelReference:
 
     @property
     def name(self) -> str:
-        """The repository with its registry when that is not Docker Hub: "ai/gemma3", "hf.co/org/m"."""
+        """The repository, with its registry unless Docker Hub: "ai/gemma3", "hf.co/org/m"."""
         if self.registry == DEFAULT_REGISTRY:
             return self.repository
         return f"{self.registry}/{self.repository}"
@@ -68,7 +68,7 @@ class ModelReference:
 
     @property
     def stored(self) -> str:
-        """The form DMR writes in models.json: "docker.io/ai/gemma3:latest", "huggingface.co/o/m:latest".
+        """The form DMR writes in models.json: "docker.io/ai/gemma3:latest", "huggingface.co/o/m:v".
 
         DMR strips a digest when tagging, so a digest reference is stored under its tag.
         """
