@@ -1,0 +1,229 @@
+"""SupervisedProcess: a child in its own session that dies with us; stopped by SIGTERM then KILL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import enum
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+
+class ProcessState(enum.Enum):
+    """Where a supervised process is in its life."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    FAILED = "failed"
+    """It exited without being asked to, or never became ready."""
+
+
+class ProcessExited(Exception):
+    """The process exited while we were waiting for it to become ready."""
+
+    def __init__(self, returncode: int, tail: list[str]) -> None:
+        super().__init__(f"exited with status {returncode}")
+        self.returncode = returncode
+        self.tail = tail
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """Return a preexec_fn that asks Linux to SIGKILL the child when its parent goes away."""
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # The parent may have died between fork and prctl: then nobody would ever kill us.
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+class OutputLog:
+    """The last lines a process wrote, optionally mirrored to a file."""
+
+    def __init__(self, max_lines: int = 200, path: Path | None = None) -> None:
+        self.lines: deque[str] = deque(maxlen=max_lines)
+        """The newest lines, oldest first, without line endings."""
+        self.path = path
+        self._file: IO[str] | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("a", encoding="utf-8")
+
+    def append(self, line: str) -> None:
+        self.lines.append(line)
+        if self._file is not None:
+            self._file.write(line + "\n")
+            self._file.flush()
+
+    def tail(self, count: int = 20) -> list[str]:
+        """The last `count` lines."""
+        return list(self.lines)[-count:]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class SupervisedProcess:
+    """One child process: started in a new session, killed with its parent, stopped gracefully."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        log: OutputLog | None = None,
+        on_state: Callable[[ProcessState], None] | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.env = dict(env) if env is not None else None
+        self.log = log if log is not None else OutputLog()
+        """stdout and stderr, interleaved, line by line."""
+        self.state = ProcessState.STOPPED
+        self.returncode: int | None = None
+        self.started_at: float | None = None
+        """Wall-clock time of the last start, in Unix seconds."""
+        self._on_state = on_state
+        self._process: asyncio.subprocess.Process | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._exited = asyncio.Event()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid while it runs."""
+        if self._process is None or self._exited.is_set():
+            return None
+        return self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and not self._exited.is_set()
+
+    def _set_state(self, state: ProcessState) -> None:
+        if state is self.state:
+            return
+        self.state = state
+        if self._on_state is not None:
+            self._on_state(state)
+
+    async def start(self) -> None:
+        """Spawn the child; its state becomes STARTING until mark_ready() or it exits."""
+        if self.alive:
+            raise RuntimeError("process is already running")
+        self._exited = asyncio.Event()
+        self.returncode = None
+        preexec = _die_with_parent(os.getpid()) if sys.platform == "linux" else None
+        self._process = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=preexec,
+            limit=1 << 20,
+        )
+        self.started_at = time.time()
+        self._set_state(ProcessState.STARTING)
+        self._watcher = asyncio.create_task(self._watch(self._process))
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        """Reap the child when it exits (so no zombie is left) and record its status."""
+        reader = asyncio.create_task(self._read_output(process))
+        try:
+            self.returncode = await process.wait()
+            # A grandchild could hold the pipe open: don't wait on it for long.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), 1.0)
+        finally:
+            reader.cancel()
+            self._exited.set()
+            if self.state is not ProcessState.STOPPING:
+                self._set_state(ProcessState.FAILED)
+
+    async def _read_output(self, process: asyncio.subprocess.Process) -> None:
+        """Copy output into the log line by line until EOF."""
+        assert process.stdout is not None
+        async for raw in process.stdout:
+            self.log.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+
+    def mark_ready(self) -> None:
+        if self.alive and self.state is ProcessState.STARTING:
+            self._set_state(ProcessState.READY)
+
+    async def wait_ready(
+        self,
+        probe: Callable[[], Awaitable[bool]],
+        ready_timeout: float,
+        *,
+        first_delay: float = 0.01,
+        max_delay: float = 0.1,
+    ) -> None:
+        """Poll `probe` with a growing delay until it returns True, then mark the process READY.
+
+        Raises:
+            ProcessExited: The process exited first (carries the tail of its output).
+            TimeoutError: `probe` did not succeed within `ready_timeout` seconds.
+        """
+        deadline = time.monotonic() + ready_timeout
+        delay = first_delay
+        while True:
+            if self._exited.is_set():
+                raise ProcessExited(self.returncode or 0, self.log.tail())
+            if await probe():
+                self.mark_ready()
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"not ready after {ready_timeout:g} s")
+            # Wake early if the process exits while we wait.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exited.wait(), min(delay, remaining))
+            delay = min(delay * 2, max_delay)
+
+    async def wait(self) -> int:
+        """Wait for the process to exit and return its exit status."""
+        await self._exited.wait()
+        if self._watcher is not None:
+            await self._watcher
+        assert self.returncode is not None
+        return self.returncode
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        if self._process is None or self._exited.is_set():
+            return
+        # start_new_session made the child a group leader: its pgid is its pid.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, sig)
+
+    async def stop(self, grace: float = 5.0) -> int | None:
+        """SIGTERM the process group, wait `grace` seconds, then SIGKILL it; return its status."""
+        if self._process is None:
+            return None
+        if self.alive:
+            self._set_state(ProcessState.STOPPING)
+            self._signal_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._exited.wait(), grace)
+            except TimeoutError:
+                self._signal_group(signal.SIGKILL)
+        returncode = await self.wait()
+        self._set_state(ProcessState.STOPPED)
+        self.log.close()
+        return returncode
