@@ -158,7 +158,7 @@ def write_sharded_gguf(
     name: str = "tiny-test",
     seed: int = 0,
 ) -> list[Path]:
-    """Write a tiny llama GGUF split into `<stem>-0000i-of-0000N.gguf` shards; returns them in order."""
+    """Write a tiny llama GGUF split into `<stem>-0000i-of-0000N.gguf` shards, returned in order."""
     tensor_count = 3 + 9 * n_layer
     per_shard = -(-tensor_count // shards)
     writer = gguf.GGUFWriter(path, "llama", split_max_tensors=per_shard)

@@ -20,14 +20,47 @@ MAX_ARRAY_ELEMENTS = 50
 _INT32_MAX = 2**31 - 1
 
 # gguf-parser-go's GGUFFileType names (its numbering follows llama.cpp's general.file_type).
-_FILE_TYPE_NAMES = (
-    "MOSTLY_F32 MOSTLY_F16 MOSTLY_Q4_0 MOSTLY_Q4_1 MOSTLY_Q4_1_SOME_F16 MOSTLY_Q4_2 MOSTLY_Q4_3 "
-    "MOSTLY_Q8_0 MOSTLY_Q5_0 MOSTLY_Q5_1 MOSTLY_Q2_K MOSTLY_Q3_K_S MOSTLY_Q3_K_M MOSTLY_Q3_K_L "
-    "MOSTLY_Q4_K_S MOSTLY_Q4_K_M MOSTLY_Q5_K_S MOSTLY_Q5_K_M MOSTLY_Q6_K MOSTLY_IQ2_XXS "
-    "MOSTLY_IQ2_XS MOSTLY_Q2_K_S MOSTLY_IQ3_XS MOSTLY_IQ3_XXS MOSTLY_IQ1_S MOSTLY_IQ4_NL "
-    "MOSTLY_IQ3_S MOSTLY_IQ3_M MOSTLY_IQ2_S MOSTLY_IQ2_M MOSTLY_IQ4_XS MOSTLY_IQ1_M MOSTLY_BF16 "
-    "MOSTLY_Q4_0_4_4 MOSTLY_Q4_0_4_8 MOSTLY_Q4_0_8_8 MOSTLY_TQ1_0 MOSTLY_TQ2_0 MOSTLY_MXFP4"
-).split()
+_FILE_TYPE_NAMES = [
+    "MOSTLY_F32",
+    "MOSTLY_F16",
+    "MOSTLY_Q4_0",
+    "MOSTLY_Q4_1",
+    "MOSTLY_Q4_1_SOME_F16",
+    "MOSTLY_Q4_2",
+    "MOSTLY_Q4_3",
+    "MOSTLY_Q8_0",
+    "MOSTLY_Q5_0",
+    "MOSTLY_Q5_1",
+    "MOSTLY_Q2_K",
+    "MOSTLY_Q3_K_S",
+    "MOSTLY_Q3_K_M",
+    "MOSTLY_Q3_K_L",
+    "MOSTLY_Q4_K_S",
+    "MOSTLY_Q4_K_M",
+    "MOSTLY_Q5_K_S",
+    "MOSTLY_Q5_K_M",
+    "MOSTLY_Q6_K",
+    "MOSTLY_IQ2_XXS",
+    "MOSTLY_IQ2_XS",
+    "MOSTLY_Q2_K_S",
+    "MOSTLY_IQ3_XS",
+    "MOSTLY_IQ3_XXS",
+    "MOSTLY_IQ1_S",
+    "MOSTLY_IQ4_NL",
+    "MOSTLY_IQ3_S",
+    "MOSTLY_IQ3_M",
+    "MOSTLY_IQ2_S",
+    "MOSTLY_IQ2_M",
+    "MOSTLY_IQ4_XS",
+    "MOSTLY_IQ1_M",
+    "MOSTLY_BF16",
+    "MOSTLY_Q4_0_4_4",
+    "MOSTLY_Q4_0_4_8",
+    "MOSTLY_Q4_0_8_8",
+    "MOSTLY_TQ1_0",
+    "MOSTLY_TQ2_0",
+    "MOSTLY_MXFP4",
+]
 UNKNOWN_FILE_TYPE = "Unknown"
 
 # The file type gguf-parser guesses from the most common tensor type (simple one-to-one cases).
@@ -88,7 +121,7 @@ class GGUFSummary:
 
 
 def format_parameters(count: int) -> str:
-    """DMR's parameter count text: base 1000, 2 decimals, ".00" trimmed ("183", "361.82M", "1.10B")."""
+    """DMR's parameter count: base 1000, 2 decimals, ".00" trimmed ("183", "361.82M", "1.10B")."""
     value = float(count)
     unit = 0
     while value >= 1000 and unit < len(_PARAMETER_UNITS) - 1:
@@ -99,7 +132,7 @@ def format_parameters(count: int) -> str:
 
 
 def format_size(size: int) -> str:
-    """DMR's tensor-data size text, largest binary or decimal unit not above it ("864B", "256.35MiB")."""
+    """DMR's tensor-data size: the largest binary or decimal unit below it ("864B", "256.35MiB")."""
     for unit, scale in _SIZE_UNITS:
         if size >= scale:
             return f"{size / scale:.2f}".removesuffix(".00") + unit + "B"
@@ -148,9 +181,7 @@ def _guess_file_type(tensor_types: Sequence[tuple[str, str]], architecture: str)
     counts: Counter[str] = Counter()
     for name, type_name in tensor_types:
         relevant = (
-            name.startswith(("token_embd", "blk."))
-            or "_norm" in name
-            or name.endswith(".weight")
+            name.startswith(("token_embd", "blk.")) or "_norm" in name or name.endswith(".weight")
         )
         if architecture == "diffusion":
             relevant = name.endswith(".weight")
@@ -187,7 +218,9 @@ def shard_paths(path: Path) -> list[Path]:
     count = int(match["count"])
     if count < 1 or int(match["index"]) > count:
         raise InvalidInput(f"{path.name}: shard number is out of range")
-    shards = [path.with_name(f"{match['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    shards = [
+        path.with_name(f"{match['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)
+    ]
     missing = [shard.name for shard in shards if not shard.is_file()]
     if missing:
         raise InvalidInput(f"GGUF shard(s) missing next to {path.name}: {', '.join(missing)}")

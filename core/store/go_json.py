@@ -9,7 +9,15 @@ from decimal import Decimal
 from typing import Any
 
 _HEX = "0123456789abcdef"
-_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+_SHORT_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+}
 
 
 class GoMap(dict[str, Any]):
@@ -87,7 +95,7 @@ def _encode(value: Any, out: list[str]) -> None:
 
 
 def marshal(value: Any) -> bytes:
-    """Encode like Go's json.Marshal: compact, struct (insertion) order, GoMap keys sorted, HTML-escaped."""
+    """Encode like Go's json.Marshal: compact, struct order, GoMap keys sorted, HTML-escaped."""
     out: list[str] = []
     _encode(value, out)
     return "".join(out).encode("utf-8")
@@ -172,7 +180,7 @@ def rfc3339_nano(moment: datetime, *, nanosecond: int | None = None) -> str:
 
 
 def time_from_ns(unix_ns: int, *, local: bool = True) -> str:
-    """RFC3339Nano text of a Unix time in nanoseconds, in local time like Go's time.Now()/ModTime()."""
+    """RFC3339Nano text of a Unix time in nanoseconds, in local time like Go's time.Now()."""
     seconds, nanos = divmod(unix_ns, 1_000_000_000)
     moment = datetime.fromtimestamp(seconds, tz=UTC)
     if local:
@@ -181,10 +189,10 @@ def time_from_ns(unix_ns: int, *, local: bool = True) -> str:
 
 
 def parse_rfc3339(text: str) -> datetime:
-    """Parse an RFC3339 time with up to nanosecond precision (the fraction is cut to microseconds)."""
+    """Parse an RFC3339 time with up to nanosecond precision (cut to microseconds)."""
     body = text.strip()
     if body.endswith(("Z", "z")):
-        body, tz = body[:-1], timezone.utc
+        body, tz = body[:-1], UTC
     else:
         sign_at = max(body.rfind("+"), body.rfind("-"))
         if sign_at <= 10:
