@@ -1,0 +1,200 @@
+"""LlamaServer: its command line, and supervising a fake llama-server: start, crash, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from engine_fakes import FakeBundle, process_gone, wait_until
+
+from modelrunner.core.errors import InvalidInput, RunnerFailed
+from modelrunner.core.inference.llama_server import LlamaServer, build_argv, probe_health
+from modelrunner.core.inference.process import ProcessState
+from modelrunner.core.settings import Settings
+
+SOCKET = Path("/tmp/mr-x/llama.sock")
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def test_default_command_line_follows_dmr(bundle: FakeBundle) -> None:
+    argv = build_argv(Path("/bin/llama-server"), bundle, SOCKET)
+    assert argv == [
+        "/bin/llama-server", "-ngl", "999", "--metrics", "--model", str(bundle.gguf),
+        "--host", str(SOCKET), "--port", "0", "--jinja",
+    ]  # fmt: skip
+
+
+def test_template_context_size_and_projector_are_passed(bundle: FakeBundle, tmp_path: Path) -> None:
+    template, mmproj = tmp_path / "template.jinja", tmp_path / "mmproj.gguf"
+    full = FakeBundle(bundle.root, bundle.gguf, mmproj, template, {"context_size": 4096})
+    argv = build_argv(Path("llama-server"), full, SOCKET)
+    tail = argv[argv.index("--port") + 2 :]
+    # A model with a projector gets --mmproj and, as in DMR, no --jinja.
+    assert tail == [
+        "--chat-template-file",
+        str(template),
+        "--ctx-size",
+        "4096",
+        "--mmproj",
+        str(mmproj),
+    ]
+
+
+@pytest.mark.parametrize("context_size", [None, 0, -2, "4096", True])
+def test_unusable_context_sizes_are_left_out(bundle: FakeBundle, context_size: object) -> None:
+    odd = FakeBundle(bundle.root, bundle.gguf, config={"context_size": context_size})
+    assert "--ctx-size" not in build_argv(Path("llama-server"), odd, SOCKET)
+
+
+def test_llama_args_replace_the_defaults(bundle: FakeBundle) -> None:
+    argv = build_argv(Path("llama-server"), bundle, SOCKET, ("-ngl", "0", "--threads", "2"))
+    assert argv[1:5] == ["-ngl", "0", "--threads", "2"]
+    assert "--metrics" not in argv
+
+
+def test_llama_args_from_the_environment_are_split_and_used(
+    tmp_path: Path, bundle: FakeBundle
+) -> None:
+    settings = Settings.load(
+        {
+            "LLAMA_ARGS": "--temp 0.5 --chat-template 'chatml'",
+            "MODELRUNNER_CONFIG": str(tmp_path / "x"),
+        }
+    )
+    argv = build_argv(Path("llama-server"), bundle, SOCKET, settings.llama_args)
+    assert argv[1:5] == ["--temp", "0.5", "--chat-template", "chatml"]
+
+
+def test_a_context_size_in_llama_args_wins_over_the_packaged_one(bundle: FakeBundle) -> None:
+    sized = FakeBundle(bundle.root, bundle.gguf, config={"context_size": 4096})
+    argv = build_argv(Path("llama-server"), sized, SOCKET, ("--ctx-size=512",))
+    assert argv.count("--ctx-size") == 0
+    assert "--ctx-size=512" in argv
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--model",
+        "-m",
+        "--model=x.gguf",
+        "--host",
+        "--port",
+        "--port=8080",
+        "--embeddings",
+        "--mmproj",
+    ],
+)
+def test_llama_args_may_not_set_what_we_set(bundle: FakeBundle, flag: str) -> None:
+    with pytest.raises(InvalidInput, match="LLAMA_ARGS"):
+        build_argv(Path("llama-server"), bundle, SOCKET, ("-ngl", "0", flag))
+
+
+def test_the_socket_path_is_short_enough_for_af_unix(
+    fake_llama_server: Path, bundle: FakeBundle
+) -> None:
+    server = LlamaServer(fake_llama_server, bundle, model_id="sha256:abc", reference="ai/x")
+    try:
+        assert len(os.fsencode(server.socket_path)) < 100
+        assert server.has_metrics
+    finally:
+        server.runtime_dir.rmdir()
+
+
+# --- supervision against the fake server ----------------------------------------------------
+
+
+def fake_server(binary: Path, bundle: FakeBundle, *flags: str, **kwargs: object) -> LlamaServer:
+    states: list[ProcessState] = []
+    server = LlamaServer(
+        binary,
+        bundle,
+        model_id="sha256:abc",
+        reference="ai/fake",
+        llama_args=("-ngl", "0", *flags),
+        on_state=lambda _, state: states.append(state),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    server.states = states  # type: ignore[attr-defined]
+    return server
+
+
+async def test_starts_serves_health_and_stops_cleanly(
+    fake_llama_server: Path, bundle: FakeBundle, tmp_path: Path
+) -> None:
+    log = tmp_path / "state" / "logs" / "runner.log"
+    server = fake_server(fake_llama_server, bundle, "--fake-start-delay", "0.3", log_file=log)
+    await server.start(ready_timeout=30)
+    try:
+        assert server.ready
+        assert await probe_health(server.socket_path)
+        pid = server.pid
+        assert pid is not None
+        assert not process_gone(pid)
+    finally:
+        status = await server.stop()
+    assert status == 0
+    assert process_gone(pid)
+    assert not server.runtime_dir.exists()
+    assert server.states == [  # type: ignore[attr-defined]
+        ProcessState.STARTING,
+        ProcessState.READY,
+        ProcessState.STOPPING,
+        ProcessState.STOPPED,
+    ]
+    assert "--model" in log.read_text()  # the fake echoes its argv to stderr
+
+
+async def test_a_crash_before_ready_raises_with_the_output_tail(
+    fake_llama_server: Path, bundle: FakeBundle
+) -> None:
+    server = fake_server(fake_llama_server, bundle, "--fake-crash")
+    with pytest.raises(RunnerFailed, match=r"status 3(.|\n)*fake crash while loading"):
+        await server.start(ready_timeout=30)
+    assert ProcessState.FAILED in server.states  # type: ignore[attr-defined]
+    assert server.pid is None
+    assert not server.runtime_dir.exists()
+
+
+async def test_a_server_that_never_gets_ready_times_out_and_is_stopped(
+    fake_llama_server: Path, bundle: FakeBundle
+) -> None:
+    server = fake_server(fake_llama_server, bundle, "--fake-start-delay", "60")
+    with pytest.raises(RunnerFailed, match=r"not ready after 0\.5 s"):
+        await server.start(ready_timeout=0.5)
+    assert server.pid is None
+    assert server.process.returncode is not None
+
+
+async def test_sigterm_ignored_means_sigkill_after_the_grace(
+    fake_llama_server: Path, bundle: FakeBundle
+) -> None:
+    server = fake_server(fake_llama_server, bundle, "--fake-ignore-sigterm")
+    await server.start(ready_timeout=30)
+    pid = server.pid
+    assert pid is not None
+    assert await server.stop(grace=0.2) == -signal.SIGKILL
+    assert process_gone(pid)
+
+
+async def test_a_crash_after_ready_is_noticed_without_polling(
+    fake_llama_server: Path, bundle: FakeBundle
+) -> None:
+    server = fake_server(fake_llama_server, bundle)
+    await server.start(ready_timeout=30)
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGKILL)
+    await wait_until(lambda: server.state is ProcessState.FAILED)
+    assert not server.ready
+    assert await server.stop() == -signal.SIGKILL
+
+
+async def test_a_missing_binary_is_a_runner_failure(tmp_path: Path, bundle: FakeBundle) -> None:
+    server = fake_server(tmp_path / "no-such-llama-server", bundle)
+    with pytest.raises(RunnerFailed, match="cannot start"):
+        await server.start(ready_timeout=5)
+    assert not server.runtime_dir.exists()
