@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from modelrunner.core.settings import Settings
+from tests.real_parts import REAL_CACHE_DIR, REAL_LLAMA_SERVER
 
 _ISOLATED_VARIABLES = (
     "MODEL_RUNNER_PORT", "MODEL_RUNNER_SOCK", "MODEL_RUNNER_HOST", "MODEL_RUNNER_BIND",
@@ -16,25 +17,6 @@ _ISOLATED_VARIABLES = (
     "LLAMA_ARGS", "LLAMA_SERVER_VERSION", "DISABLE_SERVER_UPDATE", "DISABLE_METRICS",
     "MODEL_RUNNER_RUNTIME_MEMORY_CHECK", "DEBUG", "DO_NOT_TRACK", "MODELRUNNER_CONFIG",
 )  # fmt: skip
-
-
-def _find_real_llama_server() -> Path | None:
-    """The llama-server a user of this machine would get, found before isolating the environment."""
-    if path := os.environ.get("LLAMA_SERVER_PATH"):
-        candidate = Path(path)
-        candidate = candidate / "llama-server" if candidate.is_dir() else candidate
-        return candidate if candidate.is_file() else None
-    from modelrunner.core.inference.llama_build import resolve_llama_server
-
-    binary = resolve_llama_server(Settings.load())
-    return binary.path if binary is not None else None
-
-
-REAL_LLAMA_SERVER = _find_real_llama_server()
-"""Resolved once at collection, from the real user cache dir (`just setup` builds it there)."""
-
-REAL_CACHE_DIR = Settings.load().cache_dir
-"""The real user cache dir, where `just setup` puts the default model's GGUF."""
 
 
 @pytest.fixture(autouse=True)
