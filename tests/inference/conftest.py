@@ -8,17 +8,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from engine_fakes import FakeBundle, make_settings, write_executable
 
-from modelrunner.core.inference.llama_build import LlamaServerBinary, resolve_llama_server
 from modelrunner.core.settings import Settings
+from tests.gguf_factory import write_tiny_gguf
+from tests.inference.engine_fakes import FakeBundle, make_settings, write_executable
 
 TESTS = Path(__file__).resolve().parents[1]
 FAKE_SERVER = TESTS / "fakes" / "fake_llama_server.py"
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def engine_settings(tmp_path: Path) -> Settings:
+    """Settings on tmp_path with no LLAMA_SERVER_PATH (unlike the suite-wide `settings`)."""
     return make_settings(tmp_path)
 
 
@@ -53,26 +54,6 @@ def clean_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[...,
 
 @pytest.fixture
 def tiny_gguf(tmp_path: Path) -> Path:
-    sys.path.insert(0, str(TESTS))
-    try:
-        from gguf_factory import write_tiny_gguf
-    finally:
-        sys.path.remove(str(TESTS))
     path = tmp_path / "tiny.gguf"
     write_tiny_gguf(path)
     return path
-
-
-@pytest.fixture(scope="module")
-def real_llama_server() -> LlamaServerBinary:
-    """The real llama-server that the user's settings resolve to; skips if there is none."""
-    try:
-        found = resolve_llama_server(Settings.load())
-    except Exception as error:  # a bad LLAMA_SERVER_PATH: say so rather than fail every test
-        pytest.skip(f"no llama-server: {error}")
-    if found is None:
-        pytest.skip(
-            "no llama-server binary (run `python -m modelrunner.core.inference.llama_build` "
-            "or set LLAMA_SERVER_PATH)"
-        )
-    return found

@@ -11,6 +11,7 @@ from typing import Any
 
 import psutil
 
+from modelrunner.core.errors import ModelNotFound
 from modelrunner.core.settings import Settings
 
 
@@ -59,3 +60,29 @@ def process_gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+@dataclass(frozen=True)
+class FakeModel:
+    id: str
+
+
+class FakeStore:
+    """A store of fake bundles: several references may name one model ID."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, tuple[str, FakeBundle]] = {}
+        self.bundle_calls = 0
+
+    def add(self, model_id: str, bundle: FakeBundle, *references: str) -> None:
+        for reference in (model_id, *references):
+            self.models[reference] = (model_id, bundle)
+
+    def get(self, reference: str) -> FakeModel:
+        if reference not in self.models:
+            raise ModelNotFound(f"model {reference} not found")
+        return FakeModel(self.models[reference][0])
+
+    def bundle(self, reference: str) -> FakeBundle:
+        self.bundle_calls += 1
+        return self.models[reference][1]

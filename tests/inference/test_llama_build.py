@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from engine_fakes import write_executable
 
 from modelrunner.core.errors import EngineUnavailable
 from modelrunner.core.inference.llama_build import (
@@ -26,6 +25,7 @@ from modelrunner.core.inference.llama_build import (
     resolve_llama_server,
 )
 from modelrunner.core.settings import Settings
+from tests.inference.engine_fakes import write_executable
 
 FAKE_MAIN = (
     "#include <stdio.h>\nint helper(void);\n"
@@ -80,56 +80,61 @@ def test_llama_server_path_may_name_the_binary(
 
 
 def test_llama_server_path_may_name_its_directory_and_wins_over_cache_and_path(
-    settings: Settings, tmp_path: Path, fake_llama_server: Path, clean_path: Callable[..., None]
+    engine_settings: Settings,
+    tmp_path: Path,
+    fake_llama_server: Path,
+    clean_path: Callable[..., None],
 ) -> None:
     other = write_executable(tmp_path / "elsewhere" / "llama-server", "#!/bin/sh\n")
     clean_path(other.parent)
-    write_executable(cached_binary(settings), "#!/bin/sh\n")
-    found = resolve_llama_server(settings.with_changes(llama_server_path=fake_llama_server.parent))
+    write_executable(cached_binary(engine_settings), "#!/bin/sh\n")
+    found = resolve_llama_server(
+        engine_settings.with_changes(llama_server_path=fake_llama_server.parent)
+    )
     assert found is not None
     assert (found.path, found.source) == (fake_llama_server, "env")
 
 
 def test_a_missing_llama_server_path_is_an_error_naming_the_variable(
-    settings: Settings, tmp_path: Path
+    engine_settings: Settings, tmp_path: Path
 ) -> None:
     with pytest.raises(EngineUnavailable, match="LLAMA_SERVER_PATH"):
-        resolve_llama_server(settings.with_changes(llama_server_path=tmp_path / "nowhere"))
+        resolve_llama_server(engine_settings.with_changes(llama_server_path=tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(EngineUnavailable, match="LLAMA_SERVER_PATH"):
-        resolve_llama_server(settings.with_changes(llama_server_path=tmp_path / "empty"))
+        resolve_llama_server(engine_settings.with_changes(llama_server_path=tmp_path / "empty"))
 
 
 def test_the_cached_build_wins_over_path(
-    settings: Settings, tmp_path: Path, clean_path: Callable[..., None]
+    engine_settings: Settings, tmp_path: Path, clean_path: Callable[..., None]
 ) -> None:
     on_path = write_executable(tmp_path / "bin" / "llama-server", "#!/bin/sh\n")
     clean_path(on_path.parent)
-    cached = write_executable(cached_binary(settings), "#!/bin/sh\n")
+    cached = write_executable(cached_binary(engine_settings), "#!/bin/sh\n")
     assert cached == tmp_path / "cache" / "llama-server" / "11434.0.0" / "bin" / "llama-server"
-    found = resolve_llama_server(settings)
+    found = resolve_llama_server(engine_settings)
     assert found is not None
     assert (found.path, found.source, found.version) == (cached, "cache", "11434.0.0")
 
 
 def test_path_is_searched_last(
-    settings: Settings, tmp_path: Path, clean_path: Callable[..., None]
+    engine_settings: Settings, tmp_path: Path, clean_path: Callable[..., None]
 ) -> None:
     on_path = write_executable(tmp_path / "bin" / "llama-server", "#!/bin/sh\n")
     clean_path(on_path.parent)
-    found = resolve_llama_server(settings)
+    found = resolve_llama_server(engine_settings)
     assert found is not None
     assert (found.path, found.source) == (on_path, "path")
 
 
 async def test_disabled_updates_never_build(
-    settings: Settings, clean_path: Callable[..., None]
+    engine_settings: Settings, clean_path: Callable[..., None]
 ) -> None:
     clean_path()
     fetch = FakeFetch()
     with pytest.raises(EngineUnavailable, match=r"DISABLE_SERVER_UPDATE.*LLAMA_SERVER_PATH"):
         await ensure_llama_server(
-            settings.with_changes(disable_server_update=True), fetch_source=fetch
+            engine_settings.with_changes(disable_server_update=True), fetch_source=fetch
         )
     assert fetch.calls == 0
 
@@ -146,14 +151,14 @@ def test_progress_is_read_from_make_and_ninja_lines() -> None:
 
 
 async def test_nothing_found_builds_installs_and_reuses(
-    settings: Settings, clean_path: Callable[..., None]
+    engine_settings: Settings, clean_path: Callable[..., None]
 ) -> None:
     clean_path()
     fetch = FakeFetch()
     steps: list[BuildProgress] = []
-    built = await ensure_llama_server(settings, steps.append, fetch_source=fetch)
+    built = await ensure_llama_server(engine_settings, steps.append, fetch_source=fetch)
     assert (built.path, built.source, built.version) == (
-        cached_binary(settings),
+        cached_binary(engine_settings),
         "built",
         "11434.0.0",
     )
@@ -167,42 +172,42 @@ async def test_nothing_found_builds_installs_and_reuses(
     )
     assert percents == sorted(percents)
     # Only the installed version and its lock are left; the scratch build directory is gone.
-    assert sorted(p.name for p in cached_binary(settings).parents[2].iterdir()) == [
+    assert sorted(p.name for p in cached_binary(engine_settings).parents[2].iterdir()) == [
         "11434.0.0",
         "11434.0.0.lock",
     ]
 
-    again = await ensure_llama_server(settings, steps.append, fetch_source=fetch)
+    again = await ensure_llama_server(engine_settings, steps.append, fetch_source=fetch)
     assert (again.path, again.source) == (built.path, "cache")
     assert fetch.calls == 1
 
 
 async def test_concurrent_builds_of_one_version_build_once(
-    settings: Settings, clean_path: Callable[..., None]
+    engine_settings: Settings, clean_path: Callable[..., None]
 ) -> None:
     clean_path()
     fetch = FakeFetch()
-    target = cached_binary(settings).parents[1]
+    target = cached_binary(engine_settings).parents[1]
     builds = [LlamaServerBuild("11434.0.0", target, fetch_source=fetch, jobs=1) for _ in range(2)]
     first, second = await asyncio.gather(*(build.run() for build in builds))
-    assert first == second == cached_binary(settings)
+    assert first == second == cached_binary(engine_settings)
     assert fetch.calls == 1
 
 
 async def test_a_failed_build_installs_nothing_and_says_why(
-    settings: Settings, clean_path: Callable[..., None]
+    engine_settings: Settings, clean_path: Callable[..., None]
 ) -> None:
     clean_path()
     with pytest.raises(EngineUnavailable, match=r"build step.*\n(.|\n)*two\.c") as raised:
-        await ensure_llama_server(settings, fetch_source=FakeFetch(broken=True))
+        await ensure_llama_server(engine_settings, fetch_source=FakeFetch(broken=True))
     assert "apt-get install cmake g++" in raised.value.message
-    install_root = cached_binary(settings).parents[2]
+    install_root = cached_binary(engine_settings).parents[2]
     assert [p.name for p in install_root.iterdir()] == ["11434.0.0.lock"]
-    assert resolve_llama_server(settings) is None
+    assert resolve_llama_server(engine_settings) is None
 
 
 async def test_missing_build_tools_are_named_with_the_package_to_install(
-    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     empty = tmp_path / "empty-bin"
     empty.mkdir()
@@ -211,7 +216,7 @@ async def test_missing_build_tools_are_named_with_the_package_to_install(
     monkeypatch.delenv("CXX", raising=False)
     fetch = FakeFetch()
     with pytest.raises(EngineUnavailable, match=r"cmake.*apt-get install cmake g\+\+"):
-        await ensure_llama_server(settings, fetch_source=fetch)
+        await ensure_llama_server(engine_settings, fetch_source=fetch)
     assert fetch.calls == 0
 
 

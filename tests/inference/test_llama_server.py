@@ -7,12 +7,12 @@ import signal
 from pathlib import Path
 
 import pytest
-from engine_fakes import FakeBundle, process_gone, wait_until
 
 from modelrunner.core.errors import InvalidInput, RunnerFailed
 from modelrunner.core.inference.llama_server import LlamaServer, build_argv, probe_health
 from modelrunner.core.inference.process import ProcessState
 from modelrunner.core.settings import Settings
+from tests.inference.engine_fakes import FakeBundle, process_gone, wait_until
 
 SOCKET = Path("/tmp/mr-x/llama.sock")
 

@@ -1,0 +1,185 @@
+"""RunnerPool against fake llama-servers: load on demand, share loads, reuse, restart, unload."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from modelrunner.core.errors import CoreError, EngineUnavailable, ModelNotFound, RunnerFailed
+from modelrunner.core.event_bus import EventBus
+from modelrunner.core.events import EngineReady, Event, RunnerStateChanged
+from modelrunner.core.inference.pool import RunnerPool
+from modelrunner.core.settings import Settings
+from tests.inference.engine_fakes import FakeBundle, FakeStore, process_gone, wait_until
+
+MODEL_A = "sha256:" + "a" * 64
+MODEL_B = "sha256:" + "b" * 64
+
+
+@pytest.fixture
+def store(bundle: FakeBundle) -> FakeStore:
+    fake_store = FakeStore()
+    fake_store.add(MODEL_A, bundle, "ai/smollm2", "ai/smollm2:latest", "smollm2")
+    fake_store.add(MODEL_B, bundle, "ai/gemma3")
+    return fake_store
+
+
+@pytest.fixture
+def bus() -> EventBus:
+    return EventBus()
+
+
+@pytest.fixture
+async def pool(
+    engine_settings: Settings, fake_llama_server: Path, store: FakeStore, bus: EventBus
+) -> AsyncIterator[RunnerPool]:
+    settings = engine_settings.with_changes(llama_server_path=fake_llama_server)
+    runner_pool = RunnerPool(settings, store, bus, stop_grace=2.0)
+    yield runner_pool
+    await runner_pool.close()
+
+
+@pytest.fixture
+async def events(bus: EventBus) -> AsyncIterator[list[Event]]:
+    """Every event the bus publishes while the test runs."""
+    seen: list[Event] = []
+    subscribed = asyncio.Event()
+
+    async def collect() -> None:
+        stream = bus.subscribe()
+        first = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)  # let the generator register its queue
+        subscribed.set()
+        seen.append(await first)
+        async for event in stream:
+            seen.append(event)
+
+    task = asyncio.create_task(collect())
+    await subscribed.wait()
+    yield seen
+    task.cancel()
+
+
+async def test_first_acquire_loads_and_later_ones_reuse(pool: RunnerPool, store: FakeStore) -> None:
+    runner = await pool.acquire("ai/smollm2")
+    again = await pool.acquire("ai/smollm2")
+    assert again is runner
+    assert store.bundle_calls == 1
+    [info] = pool.running()
+    assert (info.model_id, info.reference, info.state) == (MODEL_A, "ai/smollm2", "ready")
+    assert info.pid == runner.pid
+    assert info.socket == str(runner.socket_path)
+
+
+async def test_concurrent_acquires_and_other_spellings_share_one_load(
+    pool: RunnerPool, store: FakeStore
+) -> None:
+    runners = await asyncio.gather(
+        pool.acquire("ai/smollm2"), pool.acquire("smollm2"), pool.acquire("ai/smollm2:latest")
+    )
+    assert runners[0] is runners[1] is runners[2]
+    assert store.bundle_calls == 1
+    assert len(pool.running()) == 1
+
+
+async def test_each_model_gets_its_own_runner(pool: RunnerPool) -> None:
+    first, second = await asyncio.gather(pool.acquire("ai/smollm2"), pool.acquire("ai/gemma3"))
+    assert first is not second
+    assert first.socket_path != second.socket_path
+    assert sorted(info.model_id for info in pool.running()) == [MODEL_A, MODEL_B]
+
+
+async def test_an_unknown_model_is_not_found(pool: RunnerPool) -> None:
+    with pytest.raises(ModelNotFound):
+        await pool.acquire("ai/nothing")
+    assert pool.running() == []
+
+
+async def test_a_dead_runner_is_restarted_on_next_acquire(pool: RunnerPool) -> None:
+    runner = await pool.acquire("ai/smollm2")
+    old_pid = runner.pid
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    await wait_until(lambda: pool.running()[0].state == "failed")
+    restarted = await pool.acquire("ai/smollm2")
+    assert restarted.ready
+    assert restarted.pid not in (None, old_pid)
+    assert [info.state for info in pool.running()] == ["ready"]
+
+
+async def test_unload_stops_the_named_runners_then_all(pool: RunnerPool) -> None:
+    first = await pool.acquire("ai/smollm2")
+    second = await pool.acquire("ai/gemma3")
+    pids = [first.pid, second.pid]
+    assert await pool.unload([MODEL_A, "sha256:unknown"]) == 1
+    assert [info.model_id for info in pool.running()] == [MODEL_B]
+    assert await pool.unload() == 1
+    assert pool.running() == []
+    assert all(pid is not None and process_gone(pid) for pid in pids)
+    assert not first.runtime_dir.exists()
+
+
+async def test_close_stops_everything_and_refuses_new_work(pool: RunnerPool) -> None:
+    runner = await pool.acquire("ai/smollm2")
+    pid = runner.pid
+    assert pid is not None
+    await pool.close()
+    assert process_gone(pid)
+    with pytest.raises(CoreError, match="closed"):
+        await pool.acquire("ai/smollm2")
+
+
+async def test_a_runner_that_fails_to_start_is_not_kept(
+    engine_settings: Settings, fake_llama_server: Path, store: FakeStore, bus: EventBus
+) -> None:
+    settings = engine_settings.with_changes(
+        llama_server_path=fake_llama_server, llama_args=("--fake-crash",)
+    )
+    pool = RunnerPool(settings, store, bus)
+    try:
+        with pytest.raises(RunnerFailed, match="fake crash"):
+            await pool.acquire("ai/smollm2")
+        assert pool.running() == []
+        with pytest.raises(RunnerFailed):  # tried again, not a cached failure
+            await pool.acquire("ai/smollm2")
+        assert store.bundle_calls == 2
+    finally:
+        await pool.close()
+
+
+async def test_no_engine_is_a_clear_error(
+    engine_settings: Settings, store: FakeStore, bus: EventBus, clean_path: Callable[..., None]
+) -> None:
+    clean_path()
+    pool = RunnerPool(engine_settings.with_changes(disable_server_update=True), store, bus)
+    try:
+        with pytest.raises(EngineUnavailable, match="DISABLE_SERVER_UPDATE"):
+            await pool.acquire("ai/smollm2")
+    finally:
+        await pool.close()
+
+
+async def test_state_changes_and_the_engine_are_announced(
+    pool: RunnerPool, events: list[Event], fake_llama_server: Path
+) -> None:
+    await pool.acquire("ai/smollm2")
+    await pool.unload()
+    await wait_until(lambda: len(events) >= 5)
+    assert events[0] == EngineReady(str(fake_llama_server), "env", "unknown")
+    assert events[1:] == [
+        RunnerStateChanged(MODEL_A, "ai/smollm2", state)
+        for state in ("starting", "ready", "stopping", "stopped")
+    ]
+
+
+async def test_chat_goes_through_the_pools_upstream(pool: RunnerPool) -> None:
+    runner = await pool.acquire("ai/smollm2")
+    messages = [{"role": "user", "content": "hi"}]
+    deltas = [delta async for delta in pool.upstream.chat_deltas(runner, {"messages": messages})]
+    assert "".join(deltas) == "Hello from the fake server."
+    assert len(deltas) == 5
