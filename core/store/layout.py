@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from modelrunner.core.errors import InvalidInput, StoreCorrupt
 from modelrunner.core.store import go_json
@@ -99,7 +99,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def copy_stream_verified(
-    source: BinaryIO, target: Path, digest: str, size: int | None = None
+    source: IO[bytes], target: Path, digest: str, size: int | None = None
 ) -> None:
     """Copy a stream into target via `<target>.incomplete`, checking its digest (and size) first.
 

@@ -1,0 +1,244 @@
+"""Build a DMR model artifact (config, manifest, layer list) from local GGUF files."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from modelrunner.core.errors import InvalidInput
+from modelrunner.core.store import go_json, media_types
+from modelrunner.core.store.gguf_metadata import (
+    format_parameters,
+    format_size,
+    read_summary,
+    shard_paths,
+)
+from modelrunner.core.store.layout import file_digest, sha256_digest
+
+MAX_CONTEXT_SIZE = 2**31 - 1
+"""DMR stores context_size as an int32."""
+
+# Go struct order of types.Config; every field is omitempty.
+_CONFIG_STRING_FIELDS = ("format", "quantization", "parameters", "architecture", "size")
+_CONFIG_MAP_FIELDS = ("gguf", "safetensors", "diffusers")
+
+
+@dataclass(frozen=True)
+class LayerFile:
+    """One layer of an artifact and the local file holding its bytes."""
+
+    digest: str
+    size: int
+    path: Path
+    media_type: str
+    mtime_ns: int | None = None
+    """The file's mtime when it was hashed; lets a store trust the digest without re-reading."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A built model: the exact manifest and config bytes, and where each layer's bytes are."""
+
+    manifest_bytes: bytes
+    config_bytes: bytes
+    layers: tuple[LayerFile, ...]
+
+    @property
+    def id(self) -> str:
+        """The model ID: sha256 of the manifest bytes."""
+        return sha256_digest(self.manifest_bytes)
+
+    @property
+    def config_digest(self) -> str:
+        return sha256_digest(self.config_bytes)
+
+
+def config_struct(inner: Mapping[str, Any]) -> dict[str, Any]:
+    """An inner Docker config in Go's types.Config shape: struct order, omitempty, sorted maps.
+
+    Unknown keys are dropped, as DMR does whenever it re-marshals a config.
+    """
+    shaped: dict[str, Any] = {}
+    for key in _CONFIG_STRING_FIELDS:
+        value = inner.get(key)
+        if isinstance(value, str) and value:
+            shaped[key] = value
+    for key in _CONFIG_MAP_FIELDS:
+        value = inner.get(key)
+        if isinstance(value, Mapping) and value:
+            shaped[key] = go_json.GoMap({str(k): str(v) for k, v in value.items()})
+    context_size = inner.get("context_size")
+    if isinstance(context_size, int) and not isinstance(context_size, bool) and context_size:
+        shaped["context_size"] = context_size
+    return shaped
+
+
+def is_cncf_config(document: Mapping[str, Any]) -> bool:
+    """Whether a parsed config blob is a CNCF ModelPack config (DMR's key-based detection)."""
+    if any(key in document for key in ("modelfs",)):
+        return True
+    descriptor = document.get("descriptor")
+    if isinstance(descriptor, Mapping) and "createdAt" in descriptor:
+        return True
+    inner = document.get("config")
+    return isinstance(inner, Mapping) and "paramSize" in inner
+
+
+def docker_view(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The inner config in Docker shape; a CNCF config is converted like DMR's API does."""
+    inner = document.get("config")
+    if not isinstance(inner, Mapping):
+        return {}
+    if not is_cncf_config(document):
+        return dict(inner)
+    converted = {
+        "format": inner.get("format"),
+        "quantization": inner.get("quantization"),
+        "parameters": inner.get("paramSize"),
+        "architecture": inner.get("architecture"),
+    }
+    return {key: value for key, value in converted.items() if isinstance(value, str) and value}
+
+
+def created_seconds(document: Mapping[str, Any]) -> int:
+    """Unix seconds of descriptor.created (Docker) or descriptor.createdAt (CNCF); 0 if absent."""
+    descriptor = document.get("descriptor")
+    if not isinstance(descriptor, Mapping):
+        return 0
+    text = descriptor.get("created") or descriptor.get("createdAt")
+    if not isinstance(text, str):
+        return 0
+    try:
+        return int(go_json.parse_rfc3339(text).timestamp())
+    except ValueError:
+        return 0
+
+
+def _regular_file(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise InvalidInput(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise InvalidInput(f"{what} {path} is a directory, not a file")
+    if not path.is_file():
+        raise InvalidInput(f"{what} {path} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise InvalidInput(f"{what} {path} is not readable")
+    return path
+
+
+def _layer(path: Path, media_type: str) -> tuple[LayerFile, dict[str, Any]]:
+    """Hash a file and describe it as a layer with DMR's three annotations."""
+    before = path.stat()
+    digest = file_digest(path)
+    after = path.stat()
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        raise InvalidInput(f"{path} changed while it was being read; try again")
+    file_metadata = {
+        "name": path.name,
+        "mode": after.st_mode & 0o777,
+        "uid": 0,
+        "gid": 0,
+        "size": after.st_size,
+        "mtime": go_json.time_from_ns(after.st_mtime_ns),
+        "typeflag": 0,
+    }
+    annotations = go_json.GoMap(
+        {
+            media_types.ANNOTATION_FILEPATH: path.name,
+            media_types.ANNOTATION_FILE_METADATA: go_json.marshal(file_metadata).decode(),
+            media_types.ANNOTATION_MEDIATYPE_UNTESTED: "false",
+        }
+    )
+    descriptor = {
+        "mediaType": media_type,
+        "size": after.st_size,
+        "digest": digest,
+        "annotations": annotations,
+    }
+    layer = LayerFile(digest, after.st_size, path, media_type, after.st_mtime_ns)
+    return layer, descriptor
+
+
+def assemble(
+    layers: Sequence[tuple[LayerFile, dict[str, Any]]],
+    inner_config: Mapping[str, Any],
+    *,
+    created: str,
+    config_media_type: str = media_types.CONFIG_V01,
+) -> Artifact:
+    """Marshal the config and manifest for a list of described layers (Go byte layout)."""
+    config_document = {
+        "config": config_struct(inner_config),
+        "descriptor": {"created": created},
+        "rootfs": {"type": "rootfs", "diff_ids": [layer.digest for layer, _ in layers]},
+    }
+    config_bytes = go_json.marshal(config_document)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": media_types.OCI_MANIFEST,
+        "config": {
+            "mediaType": config_media_type,
+            "size": len(config_bytes),
+            "digest": sha256_digest(config_bytes),
+        },
+        "layers": [descriptor for _, descriptor in layers],
+    }
+    return Artifact(
+        manifest_bytes=go_json.marshal(manifest),
+        config_bytes=config_bytes,
+        layers=tuple(layer for layer, _ in layers),
+    )
+
+
+def build_gguf_artifact(
+    gguf: Path,
+    *,
+    mmproj: Path | None = None,
+    chat_template: Path | None = None,
+    context_size: int | None = None,
+    licenses: Sequence[Path] = (),
+    created: datetime | None = None,
+) -> Artifact:
+    """Package a local GGUF (and its sibling shards) like `docker model package --gguf`.
+
+    Layer order is DMR's: weights (shards in order), licenses, chat template, mmproj.
+
+    Raises:
+        InvalidInput: A path is missing, a directory or unreadable; the GGUF is not a GGUF;
+            a shard is missing; the context size is out of range.
+    """
+    _regular_file(gguf, "GGUF file")
+    if context_size is not None and not 0 < context_size <= MAX_CONTEXT_SIZE:
+        raise InvalidInput(f"context size {context_size} must be between 1 and {MAX_CONTEXT_SIZE}")
+    shards = shard_paths(gguf)
+    for shard in shards:
+        _regular_file(shard, "GGUF shard")
+    summary = read_summary(shards)
+
+    described = [_layer(shard, media_types.GGUF) for shard in shards]
+    described += [_layer(_regular_file(path, "license"), media_types.LICENSE) for path in licenses]
+    if chat_template is not None:
+        template = _regular_file(chat_template, "chat template")
+        described.append(_layer(template, media_types.CHAT_TEMPLATE))
+    if mmproj is not None:
+        described.append(_layer(_regular_file(mmproj, "mmproj file"), media_types.MMPROJ))
+
+    inner: dict[str, Any] = {
+        "format": "gguf",
+        "quantization": summary.quantization,
+        "parameters": format_parameters(summary.parameters),
+        "architecture": summary.architecture,
+        "size": format_size(summary.tensor_bytes),
+        "gguf": summary.metadata,
+        "context_size": context_size if context_size is not None else summary.context_length,
+    }
+    if created is None:
+        created_text = go_json.time_from_ns(time.time_ns())
+    else:
+        created_text = go_json.rfc3339_nano(created)
+    return assemble(described, inner, created=created_text)

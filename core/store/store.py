@@ -1,0 +1,432 @@
+"""ModelStore: list, get, tag, remove, write, package and bundle models in DMR's on-disk store."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import json
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from modelrunner.core.errors import Conflict, InvalidInput, InvalidReference, StoreCorrupt
+from modelrunner.core.references import ModelReference, parse_reference
+from modelrunner.core.store import archive, media_types
+from modelrunner.core.store.bundle import Bundle, BundleInvalid, parse_bundle, unpack_bundle
+from modelrunner.core.store.index import Index, IndexEntry
+from modelrunner.core.store.layout import (
+    INCOMPLETE_SUFFIX,
+    StoreLayout,
+    StoreLock,
+    atomic_write,
+    copy_stream_verified,
+    parse_digest,
+    sha256_digest,
+)
+from modelrunner.core.store.package import (
+    Artifact,
+    LayerFile,
+    build_gguf_artifact,
+    created_seconds,
+    docker_view,
+)
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """One model in the store, as DMR's GET /models describes it."""
+
+    id: str
+    """"sha256:<64 hex>" = sha256 of the manifest bytes as stored."""
+    tags: tuple[str, ...]
+    """As in models.json, e.g. "docker.io/ai/smollm2:135M-Q4_1"."""
+    created: int
+    """Unix seconds from the config's descriptor.created (0 if absent)."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The inner Docker-shaped config object (CNCF configs converted)."""
+    size_bytes: int = 0
+    """Sum of the layer sizes."""
+
+    def to_api(self) -> dict[str, Any]:
+        """The JSON object DMR's GET /models returns for this model."""
+        return {
+            "id": self.id,
+            "tags": list(self.tags),
+            "created": self.created,
+            "config": self.config,
+        }
+
+
+def _manifest_document(manifest_bytes: bytes) -> dict[str, Any]:
+    """Parse and check the parts of a manifest the store relies on.
+
+    Raises:
+        InvalidInput: Not JSON, or a config/layer descriptor without a valid digest and size.
+    """
+    try:
+        document = json.loads(manifest_bytes)
+    except ValueError as error:
+        raise InvalidInput(f"manifest is not valid JSON: {error}") from error
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise InvalidInput("manifest has no config descriptor")
+    layers = document.get("layers")
+    if not isinstance(layers, list):
+        raise InvalidInput("manifest has no layers list")
+    for descriptor in [document["config"], *layers]:
+        if not isinstance(descriptor, dict) or not isinstance(descriptor.get("digest"), str):
+            raise InvalidInput("manifest has a descriptor without a digest")
+        parse_digest(descriptor["digest"])
+        size = descriptor.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidInput(f"manifest descriptor {descriptor['digest']} has no valid size")
+    if document["config"].get("mediaType") not in media_types.CONFIG_TYPES:
+        raise InvalidInput(f"unsupported config media type {document['config'].get('mediaType')!r}")
+    return document
+
+
+def _entry_files(document: dict[str, Any]) -> list[str]:
+    """models.json `files`: layer digests in manifest order, then the config digest."""
+    return [layer["digest"] for layer in document["layers"]] + [document["config"]["digest"]]
+
+
+class ModelStore:
+    """The local model store, byte-compatible with DMR's (`~/.docker/models`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.layout = StoreLayout(root)
+        self._lock = StoreLock(self.layout.lock_file)
+        try:
+            with self._lock.hold(exclusive=True):
+                self.layout.initialise()
+        except OSError as error:
+            raise InvalidInput(
+                f"cannot open the model store at {root}: {error.strerror}"
+            ) from error
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    # Reading
+
+    def _read_index(self) -> Index:
+        try:
+            data = self.layout.index_file.read_bytes()
+        except FileNotFoundError:
+            return Index()
+        return Index.parse(data)
+
+    def _write_index(self, index: Index) -> None:
+        atomic_write(self.layout.index_file, index.dump())
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Index]:
+        with self._lock.hold(exclusive=False):
+            yield self._read_index()
+
+    def _model(self, entry: IndexEntry) -> StoredModel:
+        """Describe an entry; a missing or damaged manifest or config gives an empty config."""
+        config: dict[str, Any] = {}
+        created = 0
+        size = 0
+        with contextlib.suppress(OSError, ValueError, InvalidInput, KeyError, TypeError):
+            manifest = json.loads(self.layout.manifest_path(entry.id).read_bytes())
+            size = sum(int(layer["size"]) for layer in manifest.get("layers") or [])
+            config_blob = self.layout.blob_path(manifest["config"]["digest"]).read_bytes()
+            document = json.loads(config_blob)
+            config = docker_view(document)
+            created = created_seconds(document)
+        return StoredModel(entry.id, tuple(entry.tags), created, config, size)
+
+    def list(self) -> list[StoredModel]:
+        """Every stored model, in models.json order."""
+        with self._reading() as index:
+            return [self._model(entry) for entry in index.entries]
+
+    def get(self, reference: str) -> StoredModel:
+        """Find a model by tag (any spelling), name@digest, full ID, 64 hex, or unique ID prefix.
+
+        Raises:
+            ModelNotFound, InvalidReference, InvalidInput (ambiguous ID prefix).
+        """
+        with self._reading() as index:
+            return self._model(index.resolve(reference))
+
+    def manifest_bytes(self, reference: str) -> bytes:
+        """The raw manifest of a model.
+
+        Raises:
+            StoreCorrupt: The manifest file is missing.
+        """
+        with self._reading() as index:
+            entry = index.resolve(reference)
+            return self._read_manifest(entry.id)
+
+    def _read_manifest(self, model_id: str) -> bytes:
+        try:
+            return self.layout.manifest_path(model_id).read_bytes()
+        except OSError as error:
+            raise StoreCorrupt(f"manifest of {model_id} is missing: {error.strerror}") from error
+
+    def blob_path(self, digest: str) -> Path:
+        """Where a blob lives (it may not exist)."""
+        return self.layout.blob_path(digest)
+
+    # Tags and removal
+
+    def tag(self, source: str, target: str) -> str:
+        """Tag a model; the tag moves off any other model. Returns the stored target tag.
+
+        Raises:
+            InvalidReference: The target is not a valid name, or names a digest.
+            ModelNotFound: The source does not exist.
+        """
+        target_reference = parse_reference(target)
+        if target_reference.digest is not None:
+            raise InvalidReference(f"cannot tag with a digest reference: {target}")
+        with self._lock.hold(exclusive=True):
+            index = self._read_index()
+            entry = index.resolve(source)
+            stored = index.add_tag(entry.id, target_reference)
+            self._write_index(index)
+            return stored
+
+    def untag(self, reference: str) -> str:
+        """Take a tag off its model (the model stays); returns the tag as it was stored."""
+        parsed = parse_reference(reference)
+        with self._lock.hold(exclusive=True):
+            index = self._read_index()
+            removed = index.remove_tag(parsed)
+            self._write_index(index)
+            return removed
+
+    def remove(self, reference: str, *, force: bool = False) -> builtins.list[dict[str, str]]:
+        """Remove with DMR's semantics: untag a tag of a multi-tag model, else delete.
+
+        Returns DMR's answer, e.g. [{"Untagged": "docker.io/ai/x:latest"}, {"Deleted": "sha256:…"}].
+
+        Raises:
+            Conflict: An ID (or digest) of a model with several tags, without force.
+            ModelNotFound, InvalidReference, InvalidInput.
+        """
+        with self._lock.hold(exclusive=True):
+            index = self._read_index()
+            entry = index.resolve(reference)
+            by_tag = self._names_tag(index, entry, reference)
+            if by_tag is not None and len(entry.tags) > 1:
+                removed = index.remove_tag(by_tag)
+                self._write_index(index)
+                return [{"Untagged": removed}]
+            if by_tag is None and len(entry.tags) > 1 and not force:
+                raise Conflict(
+                    f"unable to delete {entry.id[7:19]} (must be forced): it is referenced by "
+                    f"{len(entry.tags)} tags ({', '.join(entry.tags)})"
+                )
+            result = [{"Untagged": tag} for tag in entry.tags]
+            self._delete(index, entry)
+            return [*result, {"Deleted": entry.id}]
+
+    @staticmethod
+    def _names_tag(index: Index, entry: IndexEntry, reference: str) -> ModelReference | None:
+        """The parsed reference when it names one of entry's tags (not its ID or digest)."""
+        try:
+            parsed = parse_reference(reference)
+        except InvalidReference:
+            return None
+        if parsed.digest is None and index.by_tag(parsed) is entry:
+            return parsed
+        return None
+
+    def _delete(self, index: Index, entry: IndexEntry) -> None:
+        """Drop the entry first (so no listed model lacks files), then its files."""
+        index.remove(entry.id)
+        self._write_index(index)
+        with contextlib.suppress(FileNotFoundError):
+            self.layout.manifest_path(entry.id).unlink()
+        shutil.rmtree(self.layout.bundle_path(entry.id), ignore_errors=True)
+        for digest in entry.files:
+            if not index.is_referenced(digest):
+                with contextlib.suppress(FileNotFoundError, InvalidInput):
+                    self.layout.blob_path(digest).unlink()
+
+    # Writing
+
+    def _place_layer(self, layer: LayerFile) -> None:
+        """Store one layer blob: a hard link to the source when its hash is known, else a copy."""
+        target = self.layout.blob_path(layer.digest)
+        if target.exists():
+            return  # blobs are content-addressed: reuse, as DMR does
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            stat = layer.path.stat()
+        except OSError as error:
+            raise InvalidInput(f"cannot read {layer.path}: {error.strerror}") from error
+        if stat.st_size != layer.size:
+            raise InvalidInput(f"{layer.path} is {stat.st_size} bytes, expected {layer.size}")
+        if layer.mtime_ns is not None and stat.st_mtime_ns == layer.mtime_ns:
+            partial = target.with_name(target.name + INCOMPLETE_SUFFIX)
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+            try:
+                os.link(layer.path, partial)
+                os.replace(partial, target)
+                return
+            except OSError as error:
+                if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+        with layer.path.open("rb") as source:
+            copy_stream_verified(source, target, layer.digest, layer.size)
+
+    def write(self, artifact: Artifact, tags: Sequence[str] = ()) -> StoredModel:
+        """Store a built artifact: layer blobs, config, manifest, then the index entry and tags.
+
+        On failure the new config and manifest are removed and the index is untouched;
+        completed layer blobs are kept for reuse, like DMR.
+
+        Raises:
+            InvalidReference: A tag is invalid (checked before anything is written).
+            InvalidInput: The artifact is inconsistent or a layer does not match its digest.
+        """
+        references = [parse_reference(tag) for tag in tags]
+        document = _manifest_document(artifact.manifest_bytes)
+        if document["config"]["digest"] != artifact.config_digest:
+            raise InvalidInput("the manifest does not describe this config (digest mismatch)")
+        listed = {layer["digest"] for layer in document["layers"]}
+        if listed != {layer.digest for layer in artifact.layers}:
+            raise InvalidInput("the artifact's layer files do not match its manifest")
+        with self._lock.hold(exclusive=True):
+            for layer in artifact.layers:
+                self._place_layer(layer)
+            config_path = self.layout.blob_path(artifact.config_digest)
+            created_config = not config_path.exists()
+            if created_config:
+                atomic_write(config_path, artifact.config_bytes)
+            try:
+                model_id = self._install_manifest(artifact.manifest_bytes, document, references)
+            except BaseException:
+                if created_config and not self._read_index().is_referenced(artifact.config_digest):
+                    config_path.unlink(missing_ok=True)
+                raise
+            return self._model(self._read_index().by_id(model_id) or IndexEntry(model_id))
+
+    def _install_manifest(
+        self, manifest_bytes: bytes, document: dict[str, Any], references: Sequence[ModelReference]
+    ) -> str:
+        """Write a manifest whose blobs are all present and list it; returns the model ID."""
+        for digest in _entry_files(document):
+            if not self.layout.blob_path(digest).is_file():
+                raise InvalidInput(f"cannot store the model: blob {digest} is missing")
+        model_id = sha256_digest(manifest_bytes)
+        manifest_path = self.layout.manifest_path(model_id)
+        created_manifest = not manifest_path.exists()
+        if created_manifest:
+            atomic_write(manifest_path, manifest_bytes)
+        try:
+            index = self._read_index()
+            index.add(IndexEntry(id=model_id, tags=[], files=_entry_files(document)))
+            for reference in references:
+                index.add_tag(model_id, reference)
+            self._write_index(index)
+        except BaseException:
+            if created_manifest:
+                manifest_path.unlink(missing_ok=True)
+            raise
+        return model_id
+
+    def package_gguf(
+        self,
+        gguf: Path,
+        tag: str | None,
+        *,
+        mmproj: Path | None = None,
+        chat_template: Path | None = None,
+        context_size: int | None = None,
+        licenses: Sequence[Path] = (),
+    ) -> StoredModel:
+        """Package a local GGUF (shards, mmproj, template, licenses) and store it under tag."""
+        if tag is not None:
+            parse_reference(tag)  # fail on a bad name before hashing gigabytes
+        artifact = build_gguf_artifact(
+            gguf,
+            mmproj=mmproj,
+            chat_template=chat_template,
+            context_size=context_size,
+            licenses=licenses,
+        )
+        return self.write(artifact, [tag] if tag is not None else [])
+
+    # Bundles and archives
+
+    def bundle(self, reference: str) -> Bundle:
+        """The runtime bundle of a GGUF model, created (or rebuilt if unusable) on first use.
+
+        Raises:
+            InvalidInput: The model has no GGUF weights, or a layer path is unsafe.
+            StoreCorrupt: A blob of the model is missing.
+        """
+        with self._lock.hold(exclusive=True):
+            entry = self._read_index().resolve(reference)
+            root = self.layout.bundle_path(entry.id)
+            if root.exists():
+                try:
+                    return self._require_gguf(parse_bundle(root), entry.id)
+                except BundleInvalid:
+                    shutil.rmtree(root, ignore_errors=True)
+            manifest_bytes = self._read_manifest(entry.id)
+            document = _manifest_document(manifest_bytes)
+            for digest in _entry_files(document):
+                if not self.layout.blob_path(digest).is_file():
+                    raise StoreCorrupt(f"blob {digest} of model {entry.id} is missing")
+            config_bytes = self.layout.blob_path(document["config"]["digest"]).read_bytes()
+            unpack_bundle(root, document, config_bytes, self.layout.blob_path)
+            try:
+                return self._require_gguf(parse_bundle(root), entry.id)
+            except BundleInvalid as error:
+                raise InvalidInput(f"model {entry.id} cannot be unpacked: {error}") from error
+
+    @staticmethod
+    def _require_gguf(bundle: Bundle | None, model_id: str) -> Bundle:
+        if bundle is None:
+            raise InvalidInput(
+                f"model {model_id[7:19]} has no GGUF weights; llama.cpp cannot run it"
+            )
+        return bundle
+
+    def export_archive(self, reference: str, fileobj: BinaryIO) -> None:
+        """Write a model as DMR's export tarball (GET /models/{name}/export)."""
+        with self._reading() as index:
+            entry = index.resolve(reference)
+            manifest_bytes = self._read_manifest(entry.id)
+            document = _manifest_document(manifest_bytes)
+            config_digest = document["config"]["digest"]
+            config_bytes = self.layout.blob_path(config_digest).read_bytes()
+            layers = tuple(
+                LayerFile(
+                    layer["digest"],
+                    layer["size"],
+                    self.layout.blob_path(layer["digest"]),
+                    str(layer.get("mediaType", "")),
+                )
+                for layer in document["layers"]
+            )
+            archive.write_archive(Artifact(manifest_bytes, config_bytes, layers), fileobj)
+
+    def load_archive(self, fileobj: IO[bytes]) -> str:
+        """Load DMR's export tarball (POST /models/load); every blob is sha256-verified.
+
+        Returns the model ID; like DMR, the model is not tagged.
+        """
+        with self._lock.hold(exclusive=True):
+
+            def put_blob(digest: str, stream: IO[bytes], size: int) -> None:
+                target = self.layout.blob_path(digest)
+                if not target.exists():
+                    copy_stream_verified(stream, target, digest, size)
+
+            manifest_bytes = archive.read_archive(fileobj, put_blob)
+            document = _manifest_document(manifest_bytes)
+            return self._install_manifest(manifest_bytes, document, [])
