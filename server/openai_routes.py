@@ -1,0 +1,207 @@
+"""OpenAI-compatible routes: /engines[/llama.cpp]/v1/… and /v1/…; a lean proxy to llama-server."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from modelrunner.core.errors import CoreError, InvalidReference
+from modelrunner.core.references import parse_reference
+from modelrunner.server.errors import ApiError
+
+if TYPE_CHECKING:
+    from modelrunner.core.inference.upstream import UpstreamResponse
+    from modelrunner.core.runner import ModelRunner
+    from modelrunner.core.store.store import StoredModel
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 10 * 1024 * 1024
+"""DMR's limit on an inference request body (10 MiB)."""
+
+BACKENDS = ("llama.cpp",)
+"""Backends a path may name in /engines/{backend}/v1/…."""
+
+PROXIED_OPERATIONS = ("chat/completions", "completions", "embeddings")
+"""What is forwarded to llama-server, under /v1/."""
+
+_FORWARDED_RESPONSE_HEADERS = ("content-type", "cache-control")
+_REQUEST_HEADERS_KEPT = ("content-type", "accept", "user-agent", "x-request-origin")
+
+
+class UpstreamStreamingResponse(StreamingResponse):
+    """Streams a runner's answer as it arrives; a client disconnect closes the upstream at once.
+
+    Starlette only notices a disconnect on a failed send under ASGI 2.4; while llama-server is
+    thinking nothing is sent, so this response always listens for `http.disconnect` itself.
+    """
+
+    def __init__(self, upstream: UpstreamResponse) -> None:
+        content_type = upstream.headers.get("content-type", "application/octet-stream")
+        headers = {
+            name: upstream.headers[name]
+            for name in _FORWARDED_RESPONSE_HEADERS
+            if name in upstream.headers
+        }
+        if content_type.startswith("text/event-stream"):
+            headers["X-Accel-Buffering"] = "no"
+            headers.setdefault("cache-control", "no-cache")
+        super().__init__(upstream.iter_chunks(), status_code=upstream.status, headers=headers)
+        self.upstream = upstream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as task_group:
+
+                async def stream_then_stop() -> None:
+                    await self.stream_response(send)
+                    task_group.cancel_scope.cancel()
+
+                task_group.start_soon(stream_then_stop)
+                await self.listen_for_disconnect(receive)
+                task_group.cancel_scope.cancel()
+        except* OSError:
+            pass  # the client went away mid-send; nothing is left to answer
+        except* CoreError as failures:
+            # The status line is gone already: leave the response unfinished so the client
+            # sees a broken stream rather than a complete-looking one.
+            logger.warning("stream from llama-server broke off: %s", failures.exceptions[0])
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.upstream.aclose()
+
+
+def _runner(request: Request) -> ModelRunner:
+    runner: ModelRunner = request.app.state.runner
+    return runner
+
+
+def _check_backend(request: Request) -> None:
+    backend = request.path_params.get("backend")
+    if backend is not None and backend not in BACKENDS:
+        raise ApiError(404, f"backend not found: {backend!r} (available: llama.cpp)")
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The whole request body, refusing one over `limit` bytes without reading it all."""
+    too_large = ApiError(413, f"request too large: the body must be at most {limit} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def requested_model(body: bytes) -> str:
+    """The body's "model" field, checked the way the proxy needs (nothing else is validated)."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ApiError(400, f"invalid request: the body is not valid JSON ({error})") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "invalid request: the body must be a JSON object")
+    model = payload.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise ApiError(400, 'model is required: set "model" to a model name, e.g. "ai/smollm2"')
+    return model
+
+
+def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The request headers llama-server should see."""
+    return {name: headers[name] for name in _REQUEST_HEADERS_KEPT if name in headers}
+
+
+async def proxy(request: Request) -> Response:
+    """POST …/v1/chat/completions, /completions, /embeddings: forward to llama-server."""
+    _check_backend(request)
+    body = await read_body(request)
+    model = requested_model(body)
+    upstream_path = "/v1/" + request.url.path.split("/v1/", 1)[1]
+    upstream = await _runner(request).forward(
+        model, upstream_path, body, forwarded_headers(request.headers)
+    )
+    return UpstreamStreamingResponse(upstream)
+
+
+def openai_model_id(model: StoredModel) -> str:
+    """The id clients send back: the first tag in normalised form ("ai/smollm2:135M-Q4_1").
+
+    DMR answers the stored form ("docker.io/ai/…"); the normalised one is what people type and
+    resolves to the same model, so clients that echo the id back keep working.
+    """
+    if not model.tags:
+        return model.id
+    try:
+        return parse_reference(model.tags[0]).normalized
+    except InvalidReference:
+        return model.tags[0]
+
+
+def context_window(config: Mapping[str, Any]) -> int | None:
+    """config.context_size, else the GGUF `<architecture>.context_length`."""
+    size = config.get("context_size")
+    if isinstance(size, int) and size > 0:
+        return size
+    gguf = config.get("gguf") or {}
+    architecture = config.get("architecture") or "llama"
+    raw = gguf.get(f"{architecture}.context_length") or gguf.get("llama.context_length")
+    return int(raw) if isinstance(raw, str) and raw.isdigit() else None
+
+
+def openai_model(model: StoredModel) -> dict[str, Any]:
+    """One entry of the OpenAI model list, with DMR's extra `dmr` object."""
+    config = model.config
+    return {
+        "id": openai_model_id(model),
+        "object": "model",
+        "created": model.created,
+        "owned_by": "docker",
+        "dmr": {
+            "context_window": context_window(config),
+            "architecture": config.get("architecture", ""),
+            "parameters": config.get("parameters", ""),
+            "quantization": config.get("quantization", ""),
+            "size": config.get("size", ""),
+        },
+    }
+
+
+async def list_models(request: Request) -> Response:
+    """GET …/v1/models."""
+    _check_backend(request)
+    models = await _runner(request).list_models()
+    return JSONResponse({"object": "list", "data": [openai_model(model) for model in models]})
+
+
+async def get_model(request: Request) -> Response:
+    """GET …/v1/models/{name…}: exact lookup (no partial names, like DMR)."""
+    _check_backend(request)
+    model = await _runner(request).get_model(request.path_params["name"])
+    return JSONResponse(openai_model(model))
+
+
+def routes() -> list[BaseRoute]:
+    """Every OpenAI-compatible route, under each of DMR's three prefixes."""
+    table: list[BaseRoute] = []
+    for prefix in ("/engines/v1", "/v1", "/engines/{backend}/v1"):
+        table.append(Route(f"{prefix}/models", list_models, methods=["GET"]))
+        table.append(Route(f"{prefix}/models/{{name:path}}", get_model, methods=["GET"]))
+        table.extend(
+            Route(f"{prefix}/{operation}", proxy, methods=["POST"])
+            for operation in PROXIED_OPERATIONS
+        )
+    return table
