@@ -1,0 +1,88 @@
+"""Messages carrying the core's news and the chat worker's results to the widgets showing them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from modelrunner.core.events import EngineBuildProgressed, Event
+from modelrunner.core.store.store import StoredModel
+
+
+@dataclass(frozen=True, slots=True)
+class CoreStarted:
+    """The runner started: the store is ready to list."""
+
+
+@dataclass(frozen=True, slots=True)
+class CoreStartFailed:
+    """The runner could not start; the app keeps running to say why."""
+
+    message: str
+    """The core's explanation, fit to show as it is."""
+
+
+CoreNews = Event | CoreStarted | CoreStartFailed
+"""What the app's core-events signal publishes: the core's events plus its own start-up outcome."""
+
+
+@dataclass
+class CoreEventArrived(Message):
+    """Posted when the core published an event or finished starting."""
+
+    news: CoreNews
+    """The event, as the core published it."""
+
+    def can_replace(self, message: Message) -> bool:
+        """A burst of build progress keeps only the newest line."""
+        return isinstance(message, CoreEventArrived) and (
+            isinstance(self.news, EngineBuildProgressed)
+            and isinstance(message.news, EngineBuildProgressed)
+        )
+
+
+@dataclass
+class ModelsListed(Message):
+    """Posted when the store's models were (re)read."""
+
+    models: list[StoredModel]
+    """Every stored model, in the store's order."""
+
+
+@dataclass
+class ModelsListFailed(Message):
+    """Posted when reading the store failed."""
+
+    message: str
+    """The core's explanation."""
+
+
+@dataclass
+class ReplyStreamed(Message):
+    """Posted when the model produced more text for the reply in progress."""
+
+    turn: int
+    """Which reply the text belongs to; text for an abandoned reply is dropped."""
+    delta: str
+    """The new text, to append."""
+
+
+@dataclass
+class ReplyFinished(Message):
+    """Posted when the model finished (or was stopped on) the reply in progress."""
+
+    turn: int
+    """Which reply ended."""
+    stopped: bool = False
+    """True when the user stopped it before the model was done."""
+
+
+@dataclass
+class ReplyFailed(Message):
+    """Posted when the chat call failed before or while the model answered."""
+
+    turn: int
+    """Which reply failed."""
+    message: str
+    """What went wrong, in the core's words."""

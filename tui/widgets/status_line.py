@@ -1,0 +1,60 @@
+"""One line under the panes for what the core is doing: engine builds, the default model import."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.reactive import reactive
+from textual.widgets import ProgressBar, Static
+
+
+class StatusLine(Horizontal):
+    """Shows the core's latest news; hides itself when there is none."""
+
+    DEFAULT_CSS = """
+    StatusLine {
+        height: 1;
+        padding: 0 1;
+        background: $boost;
+        &.-idle { display: none; }
+        & > #status-text { width: 1fr; color: $text-muted; }
+        &.-error > #status-text { color: $text-error; }
+        & > ProgressBar { width: 34; }
+        & > ProgressBar.-hidden { display: none; }
+    }
+    """
+
+    text: reactive[str] = reactive("")
+    """The news; empty hides the line."""
+
+    percent: reactive[float | None] = reactive[float | None](None)
+    """Progress of the engine build (0-100), or None to hide the bar."""
+
+    error: reactive[bool] = reactive(False)
+    """Whether the news is bad."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="status-text", markup=False)
+        yield ProgressBar(total=100, show_eta=False, classes="-hidden")
+
+    def on_mount(self) -> None:
+        self.set_class(not self.text, "-idle")
+
+    def say(self, text: str, *, percent: float | None = None, error: bool = False) -> None:
+        """Show one piece of news (with a progress bar when `percent` is given)."""
+        self.text = text
+        self.percent = percent
+        self.error = error
+
+    def watch_text(self, text: str) -> None:
+        self.query_one("#status-text", Static).update(text)
+        self.set_class(not text, "-idle")
+
+    def watch_percent(self, percent: float | None) -> None:
+        bar = self.query_one(ProgressBar)
+        bar.set_class(percent is None, "-hidden")
+        if percent is not None:
+            bar.update(progress=percent)
+
+    def watch_error(self, error: bool) -> None:
+        self.set_class(error, "-error")
