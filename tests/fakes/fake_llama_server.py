@@ -93,6 +93,10 @@ def make_app(args: argparse.Namespace, ready_at: float) -> web.Application:
 
 async def serve(args: argparse.Namespace) -> None:
     ready_at = time.monotonic() + args.fake_start_delay
+    if args.fake_crash:  # die while "loading", before the socket exists
+        await asyncio.sleep(0.05)
+        print("error: fake crash while loading the model", file=sys.stderr, flush=True)
+        os._exit(3)
     runner = web.AppRunner(make_app(args, ready_at))
     await runner.setup()
     site: web.BaseSite
@@ -106,10 +110,6 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     if not args.fake_ignore_sigterm:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-    if args.fake_crash:
-        await asyncio.sleep(0.05)
-        print("error: fake crash while loading the model", file=sys.stderr, flush=True)
-        os._exit(3)
     await stop.wait()
     await runner.cleanup()
 
