@@ -1,4 +1,4 @@
-"""DMR-shaped test material: a dummy.gguf look-alike and a store written by hand the way DMR writes it."""
+"""DMR-shaped test material: a dummy.gguf look-alike and store files written as DMR writes them."""
 
 from __future__ import annotations
 
