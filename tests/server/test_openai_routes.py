@@ -1,0 +1,145 @@
+"""OpenAI-compatible routes: model lists, the bad-input matrix, the openai SDK's typed errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+from starlette.applications import Starlette
+
+from modelrunner.core.store.store import StoredModel
+from tests.server.conftest import BASE_URL, TINY
+
+PREFIXES = ["/v1", "/engines/v1", "/engines/llama.cpp/v1"]
+CHAT = "/engines/v1/chat/completions"
+
+
+def _error(response: httpx.Response) -> dict[str, object]:
+    assert response.headers["content-type"].startswith("application/json"), response.text
+    error: dict[str, object] = response.json()["error"]
+    assert set(error) >= {"message", "type", "code"}
+    return error
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+async def test_lists_models_the_openai_way(
+    client: httpx.AsyncClient, tiny_model: StoredModel, prefix: str
+) -> None:
+    response = await client.get(f"{prefix}/models")
+    assert response.status_code == 200
+    listing = response.json()
+    assert listing["object"] == "list"
+    [model] = listing["data"]
+    assert model["id"] == "ai/tiny:latest"  # normalised, not docker.io/…: what clients type
+    assert model["object"] == "model"
+    assert model["owned_by"] == "docker"
+    assert model["created"] == tiny_model.created
+    assert model["dmr"] == {
+        "context_window": 512,
+        "architecture": "llama",
+        "parameters": tiny_model.config["parameters"],
+        "quantization": tiny_model.config["quantization"],
+        "size": tiny_model.config["size"],
+    }
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+async def test_gets_one_model(
+    client: httpx.AsyncClient, tiny_model: StoredModel, prefix: str
+) -> None:
+    response = await client.get(f"{prefix}/models/ai/tiny")
+    assert response.status_code == 200
+    assert response.json()["id"] == "ai/tiny:latest"
+
+
+async def test_one_model_has_no_partial_name_fallback(
+    client: httpx.AsyncClient, tiny_model: StoredModel
+) -> None:
+    await client.post(f"/models/{TINY}/tag", params={"repo": "myorg/other"})
+    response = await client.get("/engines/v1/models/other")
+    assert response.status_code == 404
+    assert _error(response)["code"] == "model_not_found"
+
+
+async def test_unknown_backend_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/engines/vllm/v1/models")
+    assert response.status_code == 404
+    assert "backend not found" in str(_error(response)["message"])
+
+
+CHAT_BODY = {"model": TINY, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "status", "words"),
+    [
+        (CHAT, b"{not json", 400, "not valid JSON"),
+        (CHAT, b"[1, 2]", 400, "JSON object"),
+        (CHAT, json.dumps({"messages": []}).encode(), 400, "model is required"),
+        (CHAT, json.dumps({"model": ""}).encode(), 400, "model is required"),
+        (CHAT, json.dumps({"model": 7}).encode(), 400, "model is required"),
+        (CHAT, json.dumps({"model": "Bad/Name"}).encode(), 400, "lower-case"),
+        (CHAT, json.dumps({"model": "ai/x@sha256:12"}).encode(), 400, "digest"),
+        (CHAT, json.dumps({"model": "ai/ghost"}).encode(), 404, "not found"),
+        ("/v1/embeddings", json.dumps({"model": "ghost"}).encode(), 404, "not found"),
+        ("/engines/vllm/v1/chat/completions", json.dumps(CHAT_BODY).encode(), 404, "backend"),
+        ("/engines/v1/images/generations", b"{}", 404, "no route"),
+    ],
+)
+async def test_bad_inference_requests_get_the_right_4xx(
+    client: httpx.AsyncClient, path: str, content: bytes, status: int, words: str
+) -> None:
+    response = await client.post(
+        path, content=content, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == status, response.text
+    assert words in str(_error(response)["message"])
+
+
+async def test_oversize_body_is_413(client: httpx.AsyncClient) -> None:
+    body = json.dumps({"model": TINY, "prompt": "x" * (10 * 1024 * 1024)}).encode()
+    response = await client.post("/v1/completions", content=body)
+    assert response.status_code == 413
+    assert "too large" in str(_error(response)["message"])
+
+
+async def test_oversize_chunked_body_is_413(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(11):
+            yield b"x" * (1024 * 1024)
+
+    response = await client.post("/v1/completions", content=chunks())
+    assert response.status_code == 413
+
+
+async def test_wrong_method_is_405_in_the_envelope(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/chat/completions")
+    assert response.status_code == 405
+    assert _error(response)["message"] == "method GET is not allowed on /v1/chat/completions"
+
+
+async def test_openai_sdk_raises_typed_errors_with_our_message(app: Starlette) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport) as http:
+        sdk = openai.AsyncOpenAI(base_url=f"{BASE_URL}/engines/v1", api_key="x", http_client=http)
+        with pytest.raises(openai.NotFoundError, match="not found"):
+            await sdk.chat.completions.create(
+                model="ai/ghost", messages=[{"role": "user", "content": "hi"}]
+            )
+        with pytest.raises(openai.BadRequestError, match="lower-case"):
+            await sdk.chat.completions.create(
+                model="Ghost/X", messages=[{"role": "user", "content": "hi"}]
+            )
+        with pytest.raises(openai.NotFoundError):
+            await sdk.models.retrieve("ai/ghost")
+
+
+async def test_openai_sdk_lists_models(app: Starlette, tiny_model: StoredModel) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport) as http:
+        sdk = openai.AsyncOpenAI(base_url=f"{BASE_URL}/v1", api_key="x", http_client=http)
+        models = [model.id async for model in sdk.models.list()]
+    assert models == ["ai/tiny:latest"]
