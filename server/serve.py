@@ -141,10 +141,14 @@ def serve(settings: Settings) -> int:
     where = str(settings.socket) if sockets else f"http://{settings.host}:{settings.port}"
     if not sockets and not _is_loopback(settings.host):
         logger.warning("serving on %s: the API has no authentication", settings.host)
+    logger.info("modelrunner API on %s (models in %s)", where, settings.models_path)
     try:
         server.run(sockets=sockets)
-    except SystemExit as stop:  # uvicorn exits 1 when it cannot bind
-        return stop.code if isinstance(stop.code, int) else 1
+    except SystemExit as stop:  # uvicorn exits when it cannot bind or start the app
+        if stop.code in (0, None):
+            return 0
+        print(f"modelrunner: could not serve on {where} (see the log above)", file=sys.stderr)
+        return 1
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             print(f"modelrunner: {where} is already in use", file=sys.stderr)
