@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import httpx
 import pytest
 
 from modelrunner.core.runner import ModelRunner
+from modelrunner.core.store.archive import write_archive
+from modelrunner.core.store.package import build_gguf_artifact
 from modelrunner.core.store.store import StoredModel
 from tests.server.conftest import TINY
 
@@ -198,3 +203,35 @@ async def test_unexpected_errors_are_short_500s(
     assert response.status_code == 500
     assert response.json()["error"]["message"] == "internal error: RuntimeError"
     assert "Traceback" not in response.text
+
+
+def _archive(gguf: Path) -> tuple[str, bytes]:
+    artifact = build_gguf_artifact(gguf)
+    buffer = io.BytesIO()
+    write_archive(artifact, buffer)
+    return artifact.id, buffer.getvalue()
+
+
+async def test_load_stores_an_export_tarball_untagged(
+    client: httpx.AsyncClient, tiny_gguf: Path
+) -> None:
+    model_id, tarball = _archive(tiny_gguf)
+    headers = {"content-type": "application/x-tar"}
+    response = await client.post("/models/load", content=tarball, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == model_id
+    [model] = (await client.get("/models")).json()
+    assert model["id"] == model_id
+    assert model["tags"] == []
+    response = await client.post(f"/models/{model_id}/tag", params={"repo": "ai/loaded"})
+    assert response.status_code == 201
+    assert (await client.get("/models/loaded")).json()["id"] == model_id
+
+
+async def test_load_refuses_what_is_not_a_tarball(client: httpx.AsyncClient) -> None:
+    headers = {"content-type": "application/x-tar"}
+    response = await client.post("/models/load", content=b"not a tar", headers=headers)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/plain")
+    response = await client.post("/models/load", json={"a": 1})
+    assert response.status_code == 415
