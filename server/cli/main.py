@@ -1,0 +1,189 @@
+"""The `modelrunner` command: DMR's model CLI (list, inspect, tag, rm, package, run) over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from modelrunner.core.errors import CoreError
+from modelrunner.core.references import parse_reference
+from modelrunner.server.cli import output
+from modelrunner.server.cli.client import ApiClient, CliError, ServerError, resolve_host
+from modelrunner.server.cli.run import run_model
+
+_DESCRIPTION = """\
+Manage and run the models of a modelrunner server (a Python Docker Model Runner).
+
+The server is `modelrunner-tui --headless` (or the TUI itself). The CLI finds it at
+MODEL_RUNNER_HOST (default http://localhost:12434; unix:///path/to.sock works too)."""
+
+_EPILOG = """\
+examples:
+  modelrunner list
+  modelrunner package --gguf ./model.gguf myorg/model:v1
+  modelrunner run ai/smollm2 "Say hello"
+  modelrunner tag ai/smollm2 mymodel:test
+  modelrunner rm mymodel:test"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every command."""
+    parser = argparse.ArgumentParser(
+        prog="modelrunner",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", help="server URL (overrides MODEL_RUNNER_HOST)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    listing = commands.add_parser("list", aliases=["ls"], help="list stored models")
+    listing.add_argument("model", nargs="?", help="only this repository, or this exact tag")
+    shape = listing.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print the models as JSON")
+    shape.add_argument("--openai", action="store_true", help="print the OpenAI model list")
+    shape.add_argument("-q", "--quiet", action="store_true", help="print model IDs only")
+    listing.set_defaults(handler=cmd_list)
+
+    inspect = commands.add_parser("inspect", help="show a model's details as JSON")
+    inspect.add_argument("model")
+    inspect.add_argument("--openai", action="store_true", help="the OpenAI view of the model")
+    inspect.set_defaults(handler=cmd_inspect)
+
+    tag = commands.add_parser("tag", help="give a model another name")
+    tag.add_argument("source", help="the model to tag (name, tag or ID)")
+    tag.add_argument("target", help="the new name, e.g. myorg/model:v1")
+    tag.set_defaults(handler=cmd_tag)
+
+    remove = commands.add_parser("rm", aliases=["remove"], help="untag or delete models")
+    remove.add_argument("models", nargs="+", metavar="MODEL")
+    remove.add_argument(
+        "-f", "--force", action="store_true", help="delete an ID even if it has several tags"
+    )
+    remove.set_defaults(handler=cmd_rm)
+
+    package = commands.add_parser(
+        "package", help="package local GGUF files as a model and load it into the server"
+    )
+    package.add_argument("target", metavar="MODEL", help="the name to store it under")
+    package.add_argument("--gguf", required=True, type=Path, help="the GGUF (first shard)")
+    package.add_argument("--mmproj", type=Path, help="a multimodal projector GGUF")
+    package.add_argument("--chat-template", type=Path, help="a Jinja chat template file")
+    package.add_argument("--context-size", type=int, help="the default context size in tokens")
+    package.add_argument(
+        "-l", "--license", action="append", type=Path, default=[], help="a license (repeatable)"
+    )
+    package.set_defaults(handler=cmd_package)
+
+    run = commands.add_parser(
+        "run", help="chat with a model: one prompt, or interactively without one"
+    )
+    run.add_argument("model")
+    run.add_argument("prompt", nargs="*", help="the prompt; stdin is appended when piped")
+    run.set_defaults(handler=cmd_run)
+
+    version = commands.add_parser("version", help="show the client and server versions")
+    version.set_defaults(handler=cmd_version)
+    return parser
+
+
+def cmd_list(client: ApiClient, args: argparse.Namespace) -> int:
+    if args.openai:
+        print(output.pretty_json(client.openai_models()))
+        return 0
+    models = client.list_models()
+    if args.model:
+        parse_reference(args.model)  # a malformed filter is an error, not an empty list
+        models = [model for model in models if output.matches(model, args.model)]
+    if args.json:
+        print(output.pretty_json(models))
+    elif args.quiet:
+        for model in models:
+            print(output.short_id(str(model.get("id", ""))))
+    else:
+        print(output.model_table(models))
+    return 0
+
+
+def cmd_inspect(client: ApiClient, args: argparse.Namespace) -> int:
+    model = client.openai_model(args.model) if args.openai else client.get_model(args.model)
+    print(output.pretty_json(model))
+    return 0
+
+
+def cmd_tag(client: ApiClient, args: argparse.Namespace) -> int:
+    target = parse_reference(args.target)
+    if target.digest is not None:
+        raise CliError(f"invalid tag {args.target!r}: a target names a tag, not a digest")
+    client.tag(args.source, target.name, target.tag)
+    print(f'Model "{args.source}" tagged successfully with "{args.target}"')
+    return 0
+
+
+def cmd_rm(client: ApiClient, args: argparse.Namespace) -> int:
+    status = 0
+    for name in args.models:
+        try:
+            actions = client.remove(name, force=args.force)
+        except ServerError as error:
+            status = 1
+            if error.status == 404:
+                print(f"no such model: {name}", file=sys.stderr)
+            else:
+                print(f"cannot remove {name}: {error.message}", file=sys.stderr)
+            continue
+        for action in actions:
+            for verb, subject in action.items():
+                print(f"{verb}: {subject}")
+    return status
+
+
+def cmd_package(client: ApiClient, args: argparse.Namespace) -> int:
+    from modelrunner.server.cli.package import package_and_load
+
+    return package_and_load(client, args)
+
+
+def cmd_run(client: ApiClient, args: argparse.Namespace) -> int:
+    return run_model(client, args.model, " ".join(args.prompt))
+
+
+def cmd_version(client: ApiClient, args: argparse.Namespace) -> int:
+    from modelrunner.server.cli.client import user_agent
+
+    print(f"Client:\n Version: {user_agent().partition('/')[2]}\n")
+    try:
+        server = client.version()
+    except CliError:
+        server = "(not reachable)"
+    print(f"Server:\n Version: {server}\n Endpoint: {client.host}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (0 ok, 1 failed, 2 bad usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[ApiClient, argparse.Namespace], int] = args.handler
+    try:
+        with ApiClient(resolve_host(args.host)) as client:
+            return handler(client, args)
+    except CliError as error:
+        print(f"modelrunner: {error.message}", file=sys.stderr)
+    except CoreError as error:
+        print(f"modelrunner: {error.message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()  # `modelrunner list | head`: nothing left to say
+    except json.JSONDecodeError as error:
+        print(f"modelrunner: the server sent something that is not JSON: {error}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

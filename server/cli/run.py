@@ -1,0 +1,93 @@
+"""`modelrunner run`: one prompt streamed to stdout, or a simple `> ` chat loop."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from modelrunner.server.cli.client import ApiClient, CliError, ServerError
+
+EXIT_COMMANDS = ("/bye", "/exit")
+
+
+def read_piped_stdin(stdin: TextIO) -> str | None:
+    """All of stdin when it is not a terminal (DMR appends it to the prompt), else None."""
+    if stdin.isatty():
+        return None
+    return stdin.read()
+
+
+def stream_answer(
+    client: ApiClient, model: str, messages: list[dict[str, Any]], out: TextIO
+) -> str:
+    """Print the assistant's answer as it streams in, then a newline; returns the full text."""
+    parts: list[str] = []
+    with client.stream_chat({"model": model, "messages": messages}) as deltas:
+        for delta in deltas:
+            parts.append(delta)
+            out.write(delta)
+            out.flush()
+    out.write("\n")
+    out.flush()
+    return "".join(parts)
+
+
+def ensure_model(client: ApiClient, model: str) -> None:
+    """Fail early, in words, when the model is not stored (there is no pull yet)."""
+    try:
+        client.get_model(model)
+    except ServerError as error:
+        if error.status == 404:
+            raise CliError(
+                f"model {model!r} not found locally; add it with "
+                "`modelrunner package --gguf FILE NAME` (see `modelrunner list`)"
+            ) from error
+        raise
+
+
+def run_model(
+    client: ApiClient,
+    model: str,
+    prompt: str,
+    stdin: TextIO | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Answer `prompt` (plus piped stdin) once, or chat until EOF or /bye when there is none."""
+    stdin = sys.stdin if stdin is None else stdin
+    out = sys.stdout if out is None else out
+    ensure_model(client, model)
+    piped = read_piped_stdin(stdin)
+    if piped is not None:
+        prompt = f"{prompt}\n\n{piped}" if prompt else piped
+        if not prompt.strip():
+            raise CliError("nothing to send: the prompt and stdin are empty")
+    if prompt:
+        stream_answer(client, model, [{"role": "user", "content": prompt}], out)
+        return 0
+    return chat_loop(client, model, stdin, out)
+
+
+def chat_loop(client: ApiClient, model: str, stdin: TextIO, out: TextIO) -> int:
+    """A line-at-a-time conversation; the history is kept in memory for the session."""
+    messages: list[dict[str, Any]] = []
+    out.write(f"Chatting with {model}. Type /bye or press Ctrl-D to leave.\n")
+    while True:
+        out.write("> ")
+        out.flush()
+        line = stdin.readline()
+        if not line:
+            out.write("\n")
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text in EXIT_COMMANDS:
+            return 0
+        messages.append({"role": "user", "content": text})
+        try:
+            answer = stream_answer(client, model, messages, out)
+        except KeyboardInterrupt:
+            messages.pop()
+            out.write("\n")
+            continue
+        messages.append({"role": "assistant", "content": answer})
