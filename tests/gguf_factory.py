@@ -44,9 +44,7 @@ def _populate(
     seed: int,
 ) -> None:
     rng = np.random.default_rng(seed)
-    dtype: type[np.floating[npt.NBitBase]] = (
-        np.float16 if file_type == gguf.LlamaFileType.MOSTLY_F16 else np.float32
-    )
+    dtype: npt.DTypeLike = np.float16 if file_type == gguf.LlamaFileType.MOSTLY_F16 else np.float32
     writer.add_name(name)
     writer.add_context_length(ctx)
     writer.add_embedding_length(n_embd)

@@ -106,13 +106,13 @@ def _unpack_by_role(
     """V0.1: positional names decided by media type."""
     ggufs = [layer for layer in layers if layer.get("mediaType") == media_types.GGUF]
     safetensors = [layer for layer in layers if layer.get("mediaType") == media_types.SAFETENSORS]
-    annotated_safetensors = any(_filepath(layer) for layer in safetensors)
+    annotated_safetensors = any(_filepath(layer) is not None for layer in safetensors)
     for index, layer in enumerate(ggufs, start=1):
         name = "model.gguf" if len(ggufs) == 1 else f"model-{index:05d}-of-{len(ggufs):05d}.gguf"
         _link(blob(layer["digest"]), model / name)
     for index, layer in enumerate(safetensors, start=1):
         annotation = _filepath(layer)
-        if annotated_safetensors and annotation:
+        if annotated_safetensors and annotation is not None:
             name = validate_relative_path(annotation)
         elif len(safetensors) == 1:
             name = "model.safetensors"
@@ -130,8 +130,8 @@ def _unpack_by_role(
             _link(path, model / f"{path.name}.dduf")
         elif kind in (media_types.VLLM_CONFIG_ARCHIVE, media_types.DIR_TAR):
             _extract_tar(path, model)
-        elif kind == media_types.MODEL_FILE and _filepath(layer):
-            _link(path, model / validate_relative_path(_filepath(layer)))
+        elif kind == media_types.MODEL_FILE and (annotation := _filepath(layer)) is not None:
+            _link(path, model / validate_relative_path(annotation))
 
 
 def _unpack_by_annotation(
@@ -141,7 +141,7 @@ def _unpack_by_annotation(
     placed: dict[str, str] = {}
     for layer in layers:
         annotation = _filepath(layer)
-        if not annotation:
+        if annotation is None:
             continue
         relative = sanitize_relative_path(annotation)
         if relative in placed:
@@ -155,13 +155,14 @@ def _unpack_by_annotation(
         _link(blob(layer["digest"]), model / relative)
 
 
-def _filepath(layer: Mapping[str, Any]) -> str:
+def _filepath(layer: Mapping[str, Any]) -> str | None:
+    """The filepath annotation; None when absent (an empty one is kept so validation rejects it)."""
     annotations = layer.get("annotations")
     if isinstance(annotations, Mapping):
         value = annotations.get(media_types.ANNOTATION_FILEPATH)
         if isinstance(value, str):
             return value
-    return ""
+    return None
 
 
 def _find(model: Path, suffix: str, *, exclude: str | None = None) -> list[Path]:

@@ -386,6 +386,7 @@ class ModelStore:
             try:
                 return self._require_gguf(parse_bundle(root), entry.id)
             except BundleInvalid as error:
+                shutil.rmtree(root, ignore_errors=True)
                 raise InvalidInput(f"model {entry.id} cannot be unpacked: {error}") from error
 
     @staticmethod
