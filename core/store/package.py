@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ from modelrunner.core.store.gguf_metadata import (
     read_summary,
     shard_paths,
 )
-from modelrunner.core.store.layout import file_digest, sha256_digest
+from modelrunner.core.store.layout import file_digest, parse_digest, sha256_digest
 
 MAX_CONTEXT_SIZE = 2**31 - 1
 """DMR stores context_size as an int32."""
@@ -117,6 +118,38 @@ def created_seconds(document: Mapping[str, Any]) -> int:
         return int(go_json.parse_rfc3339(text).timestamp())
     except ValueError:
         return 0
+
+
+def parse_manifest(manifest_bytes: bytes) -> dict[str, Any]:
+    """Parse and check the parts of a manifest the store relies on.
+
+    Raises:
+        InvalidInput: Not JSON, or a config/layer descriptor without a valid digest and size.
+    """
+    try:
+        document = json.loads(manifest_bytes)
+    except ValueError as error:
+        raise InvalidInput(f"manifest is not valid JSON: {error}") from error
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise InvalidInput("manifest has no config descriptor")
+    layers = document.get("layers")
+    if not isinstance(layers, list):
+        raise InvalidInput("manifest has no layers list")
+    for descriptor in [document["config"], *layers]:
+        if not isinstance(descriptor, dict) or not isinstance(descriptor.get("digest"), str):
+            raise InvalidInput("manifest has a descriptor without a digest")
+        parse_digest(descriptor["digest"])
+        size = descriptor.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidInput(f"manifest descriptor {descriptor['digest']} has no valid size")
+    if document["config"].get("mediaType") not in media_types.CONFIG_TYPES:
+        raise InvalidInput(f"unsupported config media type {document['config'].get('mediaType')!r}")
+    return document
+
+
+def index_files(document: dict[str, Any]) -> list[str]:
+    """models.json `files`: layer digests in manifest order, then the config digest."""
+    return [layer["digest"] for layer in document["layers"]] + [document["config"]["digest"]]
 
 
 def _regular_file(path: Path, what: str) -> Path:

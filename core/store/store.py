@@ -15,7 +15,7 @@ from typing import IO, Any, BinaryIO
 
 from modelrunner.core.errors import Conflict, InvalidInput, InvalidReference, StoreCorrupt
 from modelrunner.core.references import ModelReference, parse_reference
-from modelrunner.core.store import archive, media_types
+from modelrunner.core.store import archive
 from modelrunner.core.store.bundle import Bundle, BundleInvalid, parse_bundle, unpack_bundle
 from modelrunner.core.store.index import Index, IndexEntry
 from modelrunner.core.store.layout import (
@@ -24,7 +24,6 @@ from modelrunner.core.store.layout import (
     StoreLock,
     atomic_write,
     copy_stream_verified,
-    parse_digest,
     sha256_digest,
 )
 from modelrunner.core.store.package import (
@@ -33,6 +32,8 @@ from modelrunner.core.store.package import (
     build_gguf_artifact,
     created_seconds,
     docker_view,
+    index_files,
+    parse_manifest,
 )
 
 
@@ -59,38 +60,6 @@ class StoredModel:
             "created": self.created,
             "config": self.config,
         }
-
-
-def _manifest_document(manifest_bytes: bytes) -> dict[str, Any]:
-    """Parse and check the parts of a manifest the store relies on.
-
-    Raises:
-        InvalidInput: Not JSON, or a config/layer descriptor without a valid digest and size.
-    """
-    try:
-        document = json.loads(manifest_bytes)
-    except ValueError as error:
-        raise InvalidInput(f"manifest is not valid JSON: {error}") from error
-    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
-        raise InvalidInput("manifest has no config descriptor")
-    layers = document.get("layers")
-    if not isinstance(layers, list):
-        raise InvalidInput("manifest has no layers list")
-    for descriptor in [document["config"], *layers]:
-        if not isinstance(descriptor, dict) or not isinstance(descriptor.get("digest"), str):
-            raise InvalidInput("manifest has a descriptor without a digest")
-        parse_digest(descriptor["digest"])
-        size = descriptor.get("size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise InvalidInput(f"manifest descriptor {descriptor['digest']} has no valid size")
-    if document["config"].get("mediaType") not in media_types.CONFIG_TYPES:
-        raise InvalidInput(f"unsupported config media type {document['config'].get('mediaType')!r}")
-    return document
-
-
-def _entry_files(document: dict[str, Any]) -> list[str]:
-    """models.json `files`: layer digests in manifest order, then the config digest."""
-    return [layer["digest"] for layer in document["layers"]] + [document["config"]["digest"]]
 
 
 class ModelStore:
@@ -292,7 +261,7 @@ class ModelStore:
             InvalidInput: The artifact is inconsistent or a layer does not match its digest.
         """
         references = [parse_reference(tag) for tag in tags]
-        document = _manifest_document(artifact.manifest_bytes)
+        document = parse_manifest(artifact.manifest_bytes)
         if document["config"]["digest"] != artifact.config_digest:
             raise InvalidInput("the manifest does not describe this config (digest mismatch)")
         listed = {layer["digest"] for layer in document["layers"]}
@@ -317,7 +286,7 @@ class ModelStore:
         self, manifest_bytes: bytes, document: dict[str, Any], references: Sequence[ModelReference]
     ) -> str:
         """Write a manifest whose blobs are all present and list it; returns the model ID."""
-        for digest in _entry_files(document):
+        for digest in index_files(document):
             if not self.layout.blob_path(digest).is_file():
                 raise InvalidInput(f"cannot store the model: blob {digest} is missing")
         model_id = sha256_digest(manifest_bytes)
@@ -327,7 +296,7 @@ class ModelStore:
             atomic_write(manifest_path, manifest_bytes)
         try:
             index = self._read_index()
-            index.add(IndexEntry(id=model_id, tags=[], files=_entry_files(document)))
+            index.add(IndexEntry(id=model_id, tags=[], files=index_files(document)))
             for reference in references:
                 index.add_tag(model_id, reference)
             self._write_index(index)
@@ -377,8 +346,8 @@ class ModelStore:
                 except BundleInvalid:
                     shutil.rmtree(root, ignore_errors=True)
             manifest_bytes = self._read_manifest(entry.id)
-            document = _manifest_document(manifest_bytes)
-            for digest in _entry_files(document):
+            document = parse_manifest(manifest_bytes)
+            for digest in index_files(document):
                 if not self.layout.blob_path(digest).is_file():
                     raise StoreCorrupt(f"blob {digest} of model {entry.id} is missing")
             config_bytes = self.layout.blob_path(document["config"]["digest"]).read_bytes()
@@ -402,7 +371,7 @@ class ModelStore:
         with self._reading() as index:
             entry = index.resolve(reference)
             manifest_bytes = self._read_manifest(entry.id)
-            document = _manifest_document(manifest_bytes)
+            document = parse_manifest(manifest_bytes)
             config_digest = document["config"]["digest"]
             config_bytes = self.layout.blob_path(config_digest).read_bytes()
             layers = tuple(
@@ -429,5 +398,5 @@ class ModelStore:
                     copy_stream_verified(stream, target, digest, size)
 
             manifest_bytes = archive.read_archive(fileobj, put_blob)
-            document = _manifest_document(manifest_bytes)
+            document = parse_manifest(manifest_bytes)
             return self._install_manifest(manifest_bytes, document, [])
