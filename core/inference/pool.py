@@ -109,8 +109,14 @@ class RunnerPool:
             load = asyncio.create_task(self._load(model.id, reference))
             self._loads[model.id] = load
             load.add_done_callback(self._forget_load)
-        # Shielded: a caller that gives up (client disconnect) does not abort the load for others.
-        runner = await asyncio.shield(load)
+        try:
+            # Shielded: a caller that gives up (client disconnect) does not abort others' load.
+            runner = await asyncio.shield(load)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if load.cancelled() and current is not None and current.cancelling() == 0:
+                raise CoreError(f"the runner pool closed while loading {reference}") from None
+            raise
         runner.last_used = time.time()
         return runner
 

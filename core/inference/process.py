@@ -40,10 +40,14 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """Return a preexec_fn that asks Linux to SIGKILL the child when its parent goes away."""
+    """Return a preexec_fn that asks Linux to SIGKILL the child when its parent goes away.
+
+    Linux sends the signal when the *thread* that forked exits: asyncio forks on the event
+    loop's thread, so the guarantee holds as long as that loop's thread lives.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork: no dlopen in the child
 
     def preexec() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         # The parent may have died between fork and prctl: then nobody would ever kill us.
         if os.getppid() != parent_pid:

@@ -120,12 +120,16 @@ class UpstreamClient:
             async for event in _sse_data(response.iter_chunks()):
                 if event == "[DONE]":
                     return
-                chunk = json.loads(event)
+                try:
+                    chunk = json.loads(event)
+                except ValueError as bad_json:
+                    raise RunnerFailed(
+                        f"llama-server for {runner.reference} sent a malformed event: {event[:200]}"
+                    ) from bad_json
                 if "error" in chunk:
-                    error = chunk["error"]
-                    status = error.get("code", 500) if isinstance(error, dict) else 500
-                    raise upstream_error(status if isinstance(status, int) else 500,
-                                         json.dumps(chunk).encode(), runner.reference)  # fmt: skip
+                    raise upstream_error(
+                        _error_status(chunk["error"]), json.dumps(chunk).encode(), runner.reference
+                    )
                 for choice in chunk.get("choices") or ():
                     content = (choice.get("delta") or {}).get("content")
                     if content:
@@ -161,6 +165,12 @@ def upstream_error(status: int, body: bytes, reference: str) -> CoreError:
     if 400 <= status < 500:
         return InvalidInput(message or f"llama-server rejected the request ({status})")
     return RunnerFailed(f"llama-server for {reference} failed ({status}): {message}")
+
+
+def _error_status(error: object) -> int:
+    """The HTTP-like code of an error event (llama-server puts it in error.code)."""
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, int) and 400 <= code < 600 else 500
 
 
 async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:

@@ -183,3 +183,40 @@ async def test_chat_goes_through_the_pools_upstream(pool: RunnerPool) -> None:
     deltas = [delta async for delta in pool.upstream.chat_deltas(runner, {"messages": messages})]
     assert "".join(deltas) == "Hello from the fake server."
     assert len(deltas) == 5
+
+
+async def test_a_caller_giving_up_does_not_abort_the_load_for_others(
+    engine_settings: Settings, fake_llama_server: Path, store: FakeStore, bus: EventBus
+) -> None:
+    settings = engine_settings.with_changes(
+        llama_server_path=fake_llama_server, llama_args=("--fake-start-delay", "0.5")
+    )
+    pool = RunnerPool(settings, store, bus)
+    try:
+        impatient = asyncio.create_task(pool.acquire("ai/smollm2"))
+        patient = asyncio.create_task(pool.acquire("smollm2"))
+        await wait_until(lambda: [info.state for info in pool.running()] == ["starting"])
+        impatient.cancel()
+        runner = await patient
+        assert runner.ready
+        assert impatient.cancelled()
+    finally:
+        await pool.close()
+
+
+async def test_closing_during_a_load_stops_it_and_tells_the_waiters(
+    engine_settings: Settings, fake_llama_server: Path, store: FakeStore, bus: EventBus
+) -> None:
+    settings = engine_settings.with_changes(
+        llama_server_path=fake_llama_server, llama_args=("--fake-start-delay", "60")
+    )
+    pool = RunnerPool(settings, store, bus)
+    waiting = asyncio.create_task(pool.acquire("ai/smollm2"))
+    await wait_until(lambda: any(info.pid for info in pool.running()))
+    pid = pool.running()[0].pid
+    assert pid is not None
+    await pool.close()
+    with pytest.raises(CoreError, match="closed while loading"):
+        await waiting
+    assert process_gone(pid)
+    assert pool.running() == []
