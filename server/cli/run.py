@@ -22,7 +22,7 @@ def stream_answer(
 ) -> str:
     """Print the assistant's answer as it streams in, then a newline; returns the full text."""
     parts: list[str] = []
-    with client.stream_chat({"model": model, "messages": messages}) as deltas:
+    with client.stream_chat({"model": model, "messages": list(messages)}) as deltas:
         for delta in deltas:
             parts.append(delta)
             out.write(delta)
@@ -58,7 +58,8 @@ def run_model(
     ensure_model(client, model)
     piped = read_piped_stdin(stdin)
     if piped is not None:
-        prompt = f"{prompt}\n\n{piped}" if prompt else piped
+        if piped.strip():
+            prompt = f"{prompt}\n\n{piped}" if prompt else piped
         if not prompt.strip():
             raise CliError("nothing to send: the prompt and stdin are empty")
     if prompt:

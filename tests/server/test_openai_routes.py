@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 
 import httpx
+import httpx2
 import openai
 import pytest
 from starlette.applications import Starlette
@@ -122,8 +123,8 @@ async def test_wrong_method_is_405_in_the_envelope(client: httpx.AsyncClient) ->
 
 
 async def test_openai_sdk_raises_typed_errors_with_our_message(app: Starlette) -> None:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport) as http:
+    transport = httpx2.ASGITransport(app=app)  # the openai SDK is built on httpx2
+    async with httpx2.AsyncClient(transport=transport) as http:
         sdk = openai.AsyncOpenAI(base_url=f"{BASE_URL}/engines/v1", api_key="x", http_client=http)
         with pytest.raises(openai.NotFoundError, match="not found"):
             await sdk.chat.completions.create(
@@ -138,8 +139,8 @@ async def test_openai_sdk_raises_typed_errors_with_our_message(app: Starlette) -
 
 
 async def test_openai_sdk_lists_models(app: Starlette, tiny_model: StoredModel) -> None:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport) as http:
+    transport = httpx2.ASGITransport(app=app)  # the openai SDK is built on httpx2
+    async with httpx2.AsyncClient(transport=transport) as http:
         sdk = openai.AsyncOpenAI(base_url=f"{BASE_URL}/v1", api_key="x", http_client=http)
         models = [model.id async for model in sdk.models.list()]
     assert models == ["ai/tiny:latest"]
