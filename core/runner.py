@@ -203,7 +203,12 @@ class ModelRunner:
     async def chat(
         self, reference: str, messages: list[dict[str, Any]], **options: Any
     ) -> AsyncIterator[str]:
-        """Stream the assistant's answer to a conversation, as text deltas."""
+        """Stream the assistant's answer to a conversation, as text deltas.
+
+        A conversation without a system message gets settings.system_prompt first.
+        """
+        if self.settings.system_prompt and not (messages and messages[0].get("role") == "system"):
+            messages = [{"role": "system", "content": self.settings.system_prompt}, *messages]
         payload: dict[str, Any] = {**options, "model": reference, "messages": messages}
         runner = await self.pool.acquire(reference)
         async for delta in self.pool.upstream.chat_deltas(runner, payload):

@@ -72,6 +72,12 @@ class Settings:
     """The model the TUI opens on, imported into an empty store on first run."""
     seed_default_model: bool = True
     """Import the default model when the store is empty (MODELRUNNER_SEED_DEFAULT_MODEL)."""
+    system_prompt: str = "You are a helpful assistant."
+    """Sent first in TUI and CLI chats that have no system message ("" sends none).
+
+    The API passes requests through unchanged. A default matters for small models: SmolLM2's
+    built-in system prompt makes the 135M model drift off topic.
+    """
     load_timeout: float = 600.0
     """Seconds a llama-server may take to become ready."""
     config_file: Path | None = field(default=None, compare=False)
@@ -120,6 +126,7 @@ _FILE_KEYS: dict[str, type] = {
     "default_model": str,
     "seed_default_model": bool,
     "load_timeout": float,
+    "system_prompt": str,
     "cache_dir": Path,
     "state_dir": Path,
 }
