@@ -115,7 +115,6 @@ async def handle_http_exception(request: Request, error: Exception) -> Response:
 
 
 async def handle_unexpected(request: Request, error: Exception) -> Response:
-    """Anything else: log the traceback, answer 500 with a short message and no traceback."""
-    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    """Anything else: a short 500; Starlette re-raises it, so uvicorn logs the traceback."""
     message = f"internal error: {type(error).__name__}"
     return error_response(500, message, openai=wants_openai_errors(request.url.path))
