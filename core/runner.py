@@ -75,21 +75,30 @@ class ModelRunner:
         return await asyncio.to_thread(self.store.get, reference)
 
     async def find_model(self, reference: str) -> StoredModel:
-        """Like get_model, then DMR's fallback: a unique stored repository ending in the name."""
+        """Like get_model, then DMR's fallback: the one model whose repository ends in the name.
+
+        "smollm2" finds "docker.io/myorg/smollm2:latest"; "tiny:v2" finds "team/tiny:v2".
+        """
         try:
             return await self.get_model(reference)
         except ModelNotFound:
             pass
-        wanted = reference.strip().lower()
-        matches: list[StoredModel] = []
+        name, _, wanted_tag = reference.strip().partition(":")
+        if "/" in name:
+            raise ModelNotFound(f"model {reference!r} not found")
+        matches: dict[str, StoredModel] = {}
         for model in await self.list_models():
             for tag in model.tags:
-                repository = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
-                if repository.rsplit("/", 1)[-1] == wanted:
-                    matches.append(model)
-                    break
+                repository, _, stored_tag = tag.rpartition(":")
+                if repository.rsplit("/", 1)[-1] == name and wanted_tag in ("", stored_tag):
+                    matches[model.id] = model
         if len(matches) == 1:
-            return matches[0]
+            return next(iter(matches.values()))
+        if matches:
+            raise ModelNotFound(
+                f"model {reference!r} not found; did you mean one of: "
+                + ", ".join(sorted(t for m in matches.values() for t in m.tags))
+            )
         raise ModelNotFound(f"model {reference!r} not found")
 
     async def tag_model(self, source: str, target: str) -> str:

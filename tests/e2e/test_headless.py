@@ -57,7 +57,10 @@ def test_streamed_answer_through_the_openai_sdk(headless: HeadlessServer) -> Non
     client = openai.OpenAI(base_url=f"{headless.url}/v1", api_key="unused")
     stream = client.chat.completions.create(
         model=DEFAULT,
-        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        messages=[
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "What is the capital of France?"},
+        ],
         stream=True,
         max_tokens=40,
         temperature=0,
