@@ -1,4 +1,8 @@
-"""Read GGUF headers into DMR's config fields (format, quantization, parameters, size, gguf map)."""
+"""Read GGUF headers into DMR's config fields (format, quantization, parameters, size, gguf map).
+
+Headers are read by our streaming reader (gguf_header); `read_summary_with_gguf_reader` does the
+same through `gguf.GGUFReader`, kept as the reference that tests and the benchmark compare against.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,8 @@ from typing import Any
 import gguf
 
 from modelrunner.core.errors import InvalidInput
+from modelrunner.core.store.gguf_header import GGUF_MAGIC, KeyValue, read_header
 
-GGUF_MAGIC = b"GGUF"
 MAX_ARRAY_ELEMENTS = 50
 """DMR drops GGUF arrays longer than this from the config's gguf map."""
 _INT32_MAX = 2**31 - 1
@@ -155,8 +159,28 @@ def _scalar_text(kind: gguf.GGUFValueType, value: Any) -> str:
     return str(int(value))
 
 
-def _field_text(reader_field: Any) -> str | None:
+def _array_text(item_type: gguf.GGUFValueType | None, items: Sequence[Any]) -> str:
+    if item_type is None or item_type == gguf.GGUFValueType.ARRAY:
+        return ""  # empty and nested arrays become empty, as in DMR
+    if item_type == gguf.GGUFValueType.STRING:
+        return ", ".join(bytes(item).decode("utf-8", "replace") for item in items)
+    return ", ".join(_scalar_text(item_type, item) for item in items)
+
+
+def _kv_text(kv: KeyValue) -> str | None:
     """The config text of one KV, or None when DMR leaves it out (an array over 50 elements)."""
+    if kv.type == gguf.GGUFValueType.STRING:
+        assert isinstance(kv.value, bytes)
+        return kv.value.decode("utf-8", "replace")
+    if kv.type != gguf.GGUFValueType.ARRAY:
+        return _scalar_text(kv.type, kv.value)
+    if kv.leaves > MAX_ARRAY_ELEMENTS:
+        return None
+    return _array_text(kv.item_type, kv.value if isinstance(kv.value, tuple) else ())
+
+
+def _reader_field_text(reader_field: Any) -> str | None:
+    """`_kv_text` for a `gguf.GGUFReader` field."""
     types: list[gguf.GGUFValueType] = list(reader_field.types)
     parts = reader_field.parts
     if not types:
@@ -168,13 +192,22 @@ def _field_text(reader_field: Any) -> str | None:
     indices: list[int] = list(reader_field.data)
     if len(indices) > MAX_ARRAY_ELEMENTS:
         return None
-    if len(types) < 2 or types[1] == gguf.GGUFValueType.ARRAY:
-        return ""  # nested arrays become empty, as in DMR
-    if types[1] == gguf.GGUFValueType.STRING:
-        items = [bytes(parts[index]).decode("utf-8", "replace") for index in indices]
-    else:
-        items = [_scalar_text(types[1], parts[index].tolist()[0]) for index in indices]
-    return ", ".join(items)
+    item_type = types[1] if len(types) > 1 else None
+    if item_type in (None, gguf.GGUFValueType.ARRAY):
+        return ""
+    if item_type == gguf.GGUFValueType.STRING:
+        return _array_text(item_type, [parts[index] for index in indices])
+    return _array_text(item_type, [parts[index].tolist()[0] for index in indices])
+
+
+def _file_type_number(value: Any) -> int:
+    """general.file_type as a number; a string counts as its first byte (GGUFReader's parts[-1])."""
+    if isinstance(value, bytes | bytearray):
+        return value[0] if value else -1
+    try:
+        return int(value)
+    except (ValueError, OverflowError):  # NaN or infinite floats
+        return -1
 
 
 def _guess_file_type(tensor_types: Sequence[tuple[str, str]], architecture: str) -> str:
@@ -227,47 +260,104 @@ def shard_paths(path: Path) -> list[Path]:
     return shards
 
 
+@dataclass(frozen=True)
+class _Shard:
+    """What a summary needs from one shard's header, whichever reader read it."""
+
+    metadata: dict[str, str]
+    file_type: int | None
+    """general.file_type as a number; None when absent or an array (then it is guessed)."""
+    tensors: list[tuple[str, str, int]]
+    """(name, ggml type name, element count) of each tensor."""
+    data_offset: int
+
+
+def _check_magic(shard: Path) -> None:
+    if not is_gguf(shard):
+        raise InvalidInput(f"{shard} is not a GGUF file (it does not start with 'GGUF')")
+
+
+def _read_shard(shard: Path) -> _Shard:
+    _check_magic(shard)
+    header = read_header(shard, keep_elements=MAX_ARRAY_ELEMENTS)
+    metadata: dict[str, str] = {}
+    for key, kv in header.kv.items():
+        text = _kv_text(kv)
+        if text is not None:
+            metadata[key] = text
+    file_type = header.kv.get("general.file_type")
+    return _Shard(
+        metadata=metadata,
+        file_type=None
+        if file_type is None or file_type.type == gguf.GGUFValueType.ARRAY
+        else _file_type_number(file_type.value),
+        tensors=[(t.name, t.type.name, t.n_elements) for t in header.tensors],
+        data_offset=header.data_offset,
+    )
+
+
+def _read_shard_with_gguf_reader(shard: Path) -> _Shard:
+    _check_magic(shard)
+    try:
+        reader = gguf.GGUFReader(shard)
+    except Exception as error:  # the reader raises ValueError, IndexError, ... on damage
+        raise InvalidInput(f"{shard} is not a valid GGUF file: {error}") from error
+    metadata: dict[str, str] = {}
+    for key, reader_field in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue  # the reader's own pseudo-fields for the header
+        text = _reader_field_text(reader_field)
+        if text is not None:
+            metadata[key] = text
+    file_type = reader.fields.get("general.file_type")
+    number: int | None = None
+    if file_type is not None and file_type.types and file_type.types[0] != gguf.GGUFValueType.ARRAY:
+        raw = file_type.parts[-1]
+        is_string = file_type.types[0] == gguf.GGUFValueType.STRING
+        number = _file_type_number(bytes(raw) if is_string else raw.tolist()[0])
+    return _Shard(
+        metadata=metadata,
+        file_type=number,
+        tensors=[(t.name, t.tensor_type.name, int(t.n_elements)) for t in reader.tensors],
+        data_offset=int(reader.data_offset),
+    )
+
+
 def read_summary(shards: Sequence[Path]) -> GGUFSummary:
     """Read the header(s) of a GGUF model: KVs from the first shard, tensors from all of them.
 
     Raises:
         InvalidInput: A file is not a readable GGUF.
     """
-    readers = []
-    for shard in shards:
-        if not is_gguf(shard):
-            raise InvalidInput(f"{shard} is not a GGUF file (it does not start with 'GGUF')")
-        try:
-            readers.append(gguf.GGUFReader(shard))
-        except Exception as error:  # the reader raises ValueError, IndexError, ... on damage
-            raise InvalidInput(f"{shard} is not a valid GGUF file: {error}") from error
-    first = readers[0]
-    metadata: dict[str, str] = {}
-    for key, reader_field in first.fields.items():
-        if key.startswith("GGUF."):
-            continue  # the reader's own pseudo-fields for the header
-        text = _field_text(reader_field)
-        if text is not None:
-            metadata[key] = text
+    return _summarize(shards, [_read_shard(shard) for shard in shards])
 
+
+def read_summary_with_gguf_reader(shards: Sequence[Path]) -> GGUFSummary:
+    """`read_summary` through `gguf.GGUFReader`: the slow reference our reader is tested against.
+
+    Raises:
+        InvalidInput: A file is not a readable GGUF.
+    """
+    return _summarize(shards, [_read_shard_with_gguf_reader(shard) for shard in shards])
+
+
+def _summarize(paths: Sequence[Path], shards: Sequence[_Shard]) -> GGUFSummary:
+    metadata = shards[0].metadata
     hint = metadata.get("controlvector.model_hint")
     architecture = hint or metadata.get("general.architecture") or "llama"
-    tensor_types = [
-        (tensor.name, tensor.tensor_type.name) for reader in readers for tensor in reader.tensors
-    ]
+    tensor_types = [(name, type_name) for shard in shards for name, type_name, _ in shard.tensors]
     quantization = UNKNOWN_FILE_TYPE
-    file_type = first.fields.get("general.file_type")
-    if file_type is not None and file_type.types and file_type.types[0] != gguf.GGUFValueType.ARRAY:
-        number = int(file_type.parts[-1].tolist()[0])
+    number = shards[0].file_type
+    if number is not None:
         if 0 <= number < len(_FILE_TYPE_NAMES):
             quantization = _FILE_TYPE_NAMES[number]
     else:
         quantization = _guess_file_type(tensor_types, architecture)
 
-    parameters = sum(int(tensor.n_elements) for reader in readers for tensor in reader.tensors)
+    parameters = sum(count for shard in shards for _, _, count in shard.tensors)
     tensor_bytes = sum(
-        max(0, shard.stat().st_size - int(reader.data_offset))
-        for shard, reader in zip(shards, readers, strict=True)
+        max(0, path.stat().st_size - shard.data_offset)
+        for path, shard in zip(paths, shards, strict=True)
     )
     context_length: int | None = None
     raw_context = metadata.get(f"{architecture}.context_length")
