@@ -148,7 +148,17 @@ def cmd_package(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def cmd_run(client: ApiClient, args: argparse.Namespace) -> int:
-    return run_model(client, args.model, " ".join(args.prompt))
+    return run_model(client, args.model, " ".join(args.prompt), system_prompt=system_prompt())
+
+
+def system_prompt() -> str:
+    """settings.system_prompt (config.toml and its default); none when the config is broken."""
+    from modelrunner.core.settings import Settings
+
+    try:
+        return Settings.load().system_prompt
+    except CoreError:
+        return ""
 
 
 def cmd_version(client: ApiClient, args: argparse.Namespace) -> int:

@@ -51,8 +51,12 @@ def run_model(
     prompt: str,
     stdin: TextIO | None = None,
     out: TextIO | None = None,
+    system_prompt: str = "",
 ) -> int:
-    """Answer `prompt` (plus piped stdin) once, or chat until EOF or /bye when there is none."""
+    """Answer `prompt` (plus piped stdin) once, or chat until EOF or /bye when there is none.
+
+    A non-empty `system_prompt` is sent first in every request (settings.system_prompt).
+    """
     stdin = sys.stdin if stdin is None else stdin
     out = sys.stdout if out is None else out
     ensure_model(client, model)
@@ -62,15 +66,22 @@ def run_model(
             prompt = f"{prompt}\n\n{piped}" if prompt else piped
         if not prompt.strip():
             raise CliError("nothing to send: the prompt and stdin are empty")
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
     if prompt:
-        stream_answer(client, model, [{"role": "user", "content": prompt}], out)
+        stream_answer(client, model, [*system, {"role": "user", "content": prompt}], out)
         return 0
-    return chat_loop(client, model, stdin, out)
+    return chat_loop(client, model, stdin, out, system)
 
 
-def chat_loop(client: ApiClient, model: str, stdin: TextIO, out: TextIO) -> int:
+def chat_loop(
+    client: ApiClient,
+    model: str,
+    stdin: TextIO,
+    out: TextIO,
+    system: list[dict[str, Any]] | None = None,
+) -> int:
     """A line-at-a-time conversation; the history is kept in memory for the session."""
-    messages: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = list(system or [])
     out.write(f"Chatting with {model}. Type /bye or press Ctrl-D to leave.\n")
     while True:
         out.write("> ")
@@ -90,5 +101,9 @@ def chat_loop(client: ApiClient, model: str, stdin: TextIO, out: TextIO) -> int:
         except KeyboardInterrupt:
             messages.pop()
             out.write("\n")
+            continue
+        except ServerError as error:  # e.g. the context is full: say so and keep the session
+            messages.pop()
+            print(f"modelrunner: {error.message}", file=sys.stderr)
             continue
         messages.append({"role": "assistant", "content": answer})
