@@ -309,7 +309,7 @@ def read_header(path: Path, *, keep_elements: int = 50) -> GGUFHeader:
 
 
 def _read(cursor: _Cursor, keep_elements: int) -> GGUFHeader:
-    if cursor.size < 8 or cursor.take(4, "magic") != GGUF_MAGIC:
+    if cursor.size < 4 or cursor.take(4, "magic") != GGUF_MAGIC:
         raise InvalidInput(f"{cursor.name} is not a GGUF file (it does not start with 'GGUF')")
     (version,) = struct.unpack("<I", cursor.take(4, "version"))
     big_endian = version & 0xFFFF == 0  # as GGUFReader: a byte-swapped small version
