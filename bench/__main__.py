@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import proxy
+from bench import gguf_header, proxy
 
-BENCHMARKS = {"proxy": proxy.main}
+BENCHMARKS = {"gguf_header": gguf_header.main, "proxy": proxy.main}
 
 
 def main() -> int:
