@@ -214,11 +214,17 @@ class ModelRunner:
     ) -> AsyncIterator[str]:
         """Stream the assistant's answer to a conversation, as text deltas.
 
-        A conversation without a system message gets settings.system_prompt first.
+        A conversation without a system message gets settings.system_prompt first; options
+        (temperature, max_tokens, ...) override settings.chat_options.
         """
         if self.settings.system_prompt and not (messages and messages[0].get("role") == "system"):
             messages = [{"role": "system", "content": self.settings.system_prompt}, *messages]
-        payload: dict[str, Any] = {**options, "model": reference, "messages": messages}
+        payload: dict[str, Any] = {
+            **self.settings.chat_options,
+            **options,
+            "model": reference,
+            "messages": messages,
+        }
         runner = await self.pool.acquire(reference)
         async for delta in self.pool.upstream.chat_deltas(runner, payload):
             yield delta

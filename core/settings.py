@@ -78,6 +78,15 @@ class Settings:
     The API passes requests through unchanged. A default matters for small models: SmolLM2's
     built-in system prompt makes the 135M model drift off topic.
     """
+    chat_options: Mapping[str, Any] = field(
+        default_factory=lambda: {"temperature": 0.0, "max_tokens": 2048}
+    )
+    """Sampling options for TUI and CLI chats (`[chat_options]` in config.toml replaces them).
+
+    Measured on the default 135M model: at llama-server's temperature 0.8, and even at 0.2, it
+    drifts into French on "What is the capital of France?"; greedy decoding answers it and other
+    simple questions reliably. The token cap ends a runaway loop. The API passes requests through.
+    """
     load_timeout: float = 600.0
     """Seconds a llama-server may take to become ready."""
     config_file: Path | None = field(default=None, compare=False)
@@ -127,6 +136,7 @@ _FILE_KEYS: dict[str, type] = {
     "seed_default_model": bool,
     "load_timeout": float,
     "system_prompt": str,
+    "chat_options": dict,
     "cache_dir": Path,
     "state_dir": Path,
 }
@@ -167,6 +177,11 @@ def _coerce(name: str, kind: type, raw: Any) -> Any:
         if not isinstance(raw, str) or not raw:
             raise SettingsError(f"{name}: expected a path, got {raw!r}")
         return Path(raw).expanduser()
+    if kind is dict:
+        scalars = (str, int, float, bool)
+        if not isinstance(raw, dict) or not all(isinstance(v, scalars) for v in raw.values()):
+            raise SettingsError(f"{name}: expected a table of names and plain values, got {raw!r}")
+        return dict(raw)
     if kind is tuple:
         if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
             return tuple(raw)

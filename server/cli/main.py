@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from modelrunner.core.errors import CoreError
 from modelrunner.core.references import parse_reference
@@ -148,17 +149,21 @@ def cmd_package(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def cmd_run(client: ApiClient, args: argparse.Namespace) -> int:
-    return run_model(client, args.model, " ".join(args.prompt), system_prompt=system_prompt())
+    system_prompt, options = chat_defaults()
+    prompt = " ".join(args.prompt)
+    return run_model(client, args.model, prompt, system_prompt=system_prompt, options=options)
 
 
-def system_prompt() -> str:
-    """settings.system_prompt (config.toml and its default); none when the config is broken."""
+def chat_defaults() -> tuple[str, dict[str, Any]]:
+    """settings.system_prompt and settings.chat_options (config.toml, else their defaults)."""
     from modelrunner.core.settings import Settings
 
     try:
-        return Settings.load().system_prompt
-    except CoreError:
-        return ""
+        settings = Settings.load()
+    except CoreError as error:
+        print(f"modelrunner: ignoring the config: {error.message}", file=sys.stderr)
+        settings = Settings.load({})
+    return settings.system_prompt, dict(settings.chat_options)
 
 
 def cmd_version(client: ApiClient, args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from modelrunner.server.cli.client import ApiClient, CliError, ServerError
@@ -18,11 +19,16 @@ def read_piped_stdin(stdin: TextIO) -> str | None:
 
 
 def stream_answer(
-    client: ApiClient, model: str, messages: list[dict[str, Any]], out: TextIO
+    client: ApiClient,
+    model: str,
+    messages: list[dict[str, Any]],
+    out: TextIO,
+    options: Mapping[str, Any] | None = None,
 ) -> str:
     """Print the assistant's answer as it streams in, then a newline; returns the full text."""
     parts: list[str] = []
-    with client.stream_chat({"model": model, "messages": list(messages)}) as deltas:
+    body = {**(options or {}), "model": model, "messages": list(messages)}
+    with client.stream_chat(body) as deltas:
         for delta in deltas:
             parts.append(delta)
             out.write(delta)
@@ -52,10 +58,12 @@ def run_model(
     stdin: TextIO | None = None,
     out: TextIO | None = None,
     system_prompt: str = "",
+    options: Mapping[str, Any] | None = None,
 ) -> int:
     """Answer `prompt` (plus piped stdin) once, or chat until EOF or /bye when there is none.
 
-    A non-empty `system_prompt` is sent first in every request (settings.system_prompt).
+    A non-empty `system_prompt` is sent first in every request (settings.system_prompt), and
+    `options` (settings.chat_options: temperature, max_tokens, ...) go with each request.
     """
     stdin = sys.stdin if stdin is None else stdin
     out = sys.stdout if out is None else out
@@ -68,9 +76,9 @@ def run_model(
             raise CliError("nothing to send: the prompt and stdin are empty")
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
     if prompt:
-        stream_answer(client, model, [*system, {"role": "user", "content": prompt}], out)
+        stream_answer(client, model, [*system, {"role": "user", "content": prompt}], out, options)
         return 0
-    return chat_loop(client, model, stdin, out, system)
+    return chat_loop(client, model, stdin, out, system, options)
 
 
 def chat_loop(
@@ -79,6 +87,7 @@ def chat_loop(
     stdin: TextIO,
     out: TextIO,
     system: list[dict[str, Any]] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> int:
     """A line-at-a-time conversation; the history is kept in memory for the session."""
     messages: list[dict[str, Any]] = list(system or [])
@@ -97,7 +106,7 @@ def chat_loop(
             return 0
         messages.append({"role": "user", "content": text})
         try:
-            answer = stream_answer(client, model, messages, out)
+            answer = stream_answer(client, model, messages, out, options)
         except KeyboardInterrupt:
             messages.pop()
             out.write("\n")

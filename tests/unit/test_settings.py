@@ -115,3 +115,17 @@ def test_save_config_round_trips_and_keeps_other_keys(tmp_path: Path) -> None:
     assert reloaded.llama_args == ("-ngl", "0")
     with pytest.raises(SettingsError, match="unknown setting"):
         save_config(settings, nonsense=1)
+
+
+def test_chat_defaults_suit_small_models_and_can_be_replaced(tmp_path: Path) -> None:
+    defaults = Settings.load({"MODELRUNNER_CONFIG": str(tmp_path / "none.toml")})
+    assert defaults.system_prompt == "You are a helpful assistant."
+    assert defaults.chat_options == {"temperature": 0.0, "max_tokens": 2048}
+    config = tmp_path / "config.toml"
+    config.write_text('system_prompt = ""\n[chat_options]\ntemperature = 0.7\n')
+    custom = Settings.load({"MODELRUNNER_CONFIG": str(config)})
+    assert custom.system_prompt == ""
+    assert custom.chat_options == {"temperature": 0.7}
+    config.write_text("chat_options = 3\n")
+    with pytest.raises(SettingsError, match="chat_options: expected a table"):
+        Settings.load({"MODELRUNNER_CONFIG": str(config)})
