@@ -12,6 +12,9 @@ from urllib.parse import quote
 
 import httpx
 
+from modelrunner.core.errors import InvalidReference
+from modelrunner.core.references import looks_like_id, parse_reference
+
 DEFAULT_HOST = "http://localhost:12434"
 """DMR's Docker Engine endpoint, where `modelrunner-tui --headless` listens by default."""
 
@@ -63,8 +66,21 @@ def resolve_host(explicit: str | None = None, environ: Mapping[str, str] | None 
 
 
 def model_path(name: str) -> str:
-    """A model name as a URL path segment: slashes kept (routes capture them), the rest quoted."""
-    return quote(name.strip(), safe="/:@")
+    """A model name as a URL path segment: slashes kept (routes capture them), the rest quoted.
+
+    The name is checked first: an HTTP client would quietly drop a `..` segment from the path and
+    ask for another model, so a malformed name never leaves this process.
+
+    Raises:
+        CliError: The name is not a model reference, ID or ID prefix.
+    """
+    name = name.strip()
+    if not looks_like_id(name):
+        try:
+            parse_reference(name)
+        except InvalidReference as error:
+            raise CliError(error.message) from error
+    return quote(name, safe="/:@")
 
 
 def error_message(response: httpx.Response) -> str:

@@ -112,6 +112,17 @@ def test_tag_validates_the_target_locally(
     assert "lower-case" in err
 
 
+@pytest.mark.parametrize("command", ["inspect", "rm", "run"])
+def test_a_dot_dot_name_is_refused_not_normalised_into_another_model(
+    api: ApiProcess, tiny_model: StoredModel, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """`ai/../tiny` must not reach the server as `/models/tiny` (HTTP clients drop `..`)."""
+    code, out, err = run_cli(capsys, command, "ai/../tiny")
+    assert code == 1
+    assert out == ""
+    assert "invalid model reference 'ai/../tiny'" in err
+
+
 def test_rm_of_a_missing_model(api: ApiProcess, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(capsys, "rm", "ghost")
     assert code == 1
