@@ -65,6 +65,16 @@ def config_text(config: Mapping[str, Any], key: str) -> str:
     return str(value) if value not in (None, "") else NOT_KNOWN
 
 
+def human_quantization(config: Mapping[str, Any]) -> str:
+    """The quantisation as people write it: "MOSTLY_Q4_1" -> "Q4_1"."""
+    return config_text(config, "quantization").removeprefix("MOSTLY_")
+
+
+def ellipsize(text: str, width: int) -> str:
+    """Text cut to `width` characters, ending in "…" when it was cut."""
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
 def short_name(reference: str) -> str:
     """The name to show for a stored tag or reference ("docker.io/ai/x:latest" -> "x")."""
     return display_name(reference)

@@ -43,7 +43,7 @@ class CoreEventArrived(Message):
 
 
 @dataclass
-class ModelsListed(Message):
+class ModelsListed(Message, bubble=False):
     """Posted when the store's models were (re)read."""
 
     models: list[StoredModel]
@@ -51,7 +51,7 @@ class ModelsListed(Message):
 
 
 @dataclass
-class ModelsListFailed(Message):
+class ModelsListFailed(Message, bubble=False):
     """Posted when reading the store failed."""
 
     message: str
@@ -59,7 +59,7 @@ class ModelsListFailed(Message):
 
 
 @dataclass
-class ReplyStreamed(Message):
+class ReplyStreamed(Message, bubble=False):
     """Posted when the model produced more text for the reply in progress."""
 
     turn: int
@@ -69,7 +69,7 @@ class ReplyStreamed(Message):
 
 
 @dataclass
-class ReplyFinished(Message):
+class ReplyFinished(Message, bubble=False):
     """Posted when the model finished (or was stopped on) the reply in progress."""
 
     turn: int
@@ -79,7 +79,7 @@ class ReplyFinished(Message):
 
 
 @dataclass
-class ReplyFailed(Message):
+class ReplyFailed(Message, bubble=False):
     """Posted when the chat call failed before or while the model answered."""
 
     turn: int

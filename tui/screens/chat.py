@@ -67,6 +67,22 @@ class ChatScreen(Screen[None]):
             id="focus-previous",
         ),
         Binding(
+            "pageup",
+            "scroll_transcript(-1)",
+            "Scroll up",
+            show=False,
+            tooltip="Scroll the conversation up a page",
+            id="scroll-transcript-up",
+        ),
+        Binding(
+            "pagedown",
+            "scroll_transcript(1)",
+            "Scroll down",
+            show=False,
+            tooltip="Scroll the conversation down a page",
+            id="scroll-transcript-down",
+        ),
+        Binding(
             "ctrl+n", "new_chat", "New chat", tooltip="Start a new conversation", id="new-chat"
         ),
         Binding(
@@ -103,6 +119,16 @@ class ChatScreen(Screen[None]):
                 yield PromptInput(id="prompt", placeholder="Pick a model first")
         yield StatusLine(id="status")
         yield Footer()
+
+    @property
+    def turn(self) -> int:
+        """How many prompts were sent (or chats cleared) so far; labels the reply in progress."""
+        return self._turn
+
+    @property
+    def is_listed(self) -> bool:
+        """Whether the store's models have been read at least once."""
+        return self._listed_once
 
     @property
     def table(self) -> ModelsTable:
@@ -231,9 +257,7 @@ class ChatScreen(Screen[None]):
         if not self._listed_once:
             return
         if not self.table.rows_by_reference:
-            hint = (
-                "The store is empty. Add a model with `modelrunner package` or `modelrunner pull`."
-            )
+            hint = "The store is empty: add a model with `modelrunner package`, then pick it here."
         elif self.chat_model is None:
             hint = "Pick a model on the left (↑/↓ then Enter) to start chatting."
         else:
@@ -332,6 +356,13 @@ class ChatScreen(Screen[None]):
             return
         self.workers.cancel_group(self, "chat")
         self.post_message(ReplyFinished(self._turn, stopped=True))
+
+    def action_scroll_transcript(self, pages: int) -> None:
+        """Scroll the conversation by whole pages (negative: up)."""
+        if pages < 0:
+            self.transcript.scroll_page_up()
+        else:
+            self.transcript.scroll_page_down()
 
     async def action_new_chat(self) -> None:
         """Forget the conversation and start again with the same model."""

@@ -18,11 +18,16 @@ from modelrunner.core.store.store import StoredModel
 from modelrunner.tui.formatting import (
     config_text,
     context_length,
+    ellipsize,
     human_context,
+    human_quantization,
     human_size,
     short_id,
     short_name,
 )
+
+NAME_WIDTH = 22
+"""Columns for the model's name; longer names end in "…" (the full name titles the chat)."""
 
 STATE_GLYPHS: dict[str, tuple[str, str]] = {
     "starting": ("◌", "yellow"),
@@ -104,11 +109,11 @@ class ModelsTable(DataTable[str | Text]):
 
     def on_mount(self) -> None:
         self.add_column("", key="state", width=1)
-        self.add_column("MODEL", key="name")
+        self.add_column("MODEL", key="name", width=NAME_WIDTH)
         self.add_column("PARAMS", key="parameters")
         self.add_column("QUANT", key="quantization")
-        self.add_column("CONTEXT", key="context")
-        self.add_column("SIZE", key="size")
+        self.add_column(Text("CTX", justify="right"), key="context")
+        self.add_column(Text("SIZE", justify="right"), key="size")
 
     @property
     def rows_by_reference(self) -> dict[str, ModelRow]:
@@ -147,9 +152,9 @@ class ModelsTable(DataTable[str | Text]):
             config = row.model.config
             self.add_row(
                 self._state_cell(row.model.id),
-                row.name,
+                ellipsize(row.name, NAME_WIDTH),
                 config_text(config, "parameters"),
-                config_text(config, "quantization"),
+                human_quantization(config),
                 Text(human_context(context_length(config)), justify="right"),
                 Text(human_size(row.model.size_bytes), justify="right"),
                 key=row.reference,

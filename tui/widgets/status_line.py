@@ -24,13 +24,13 @@ class StatusLine(Horizontal):
     }
     """
 
-    text: reactive[str] = reactive("")
+    text: reactive[str] = reactive("", init=False)
     """The news; empty hides the line."""
 
-    percent: reactive[float | None] = reactive[float | None](None)
+    percent: reactive[float | None] = reactive[float | None](None, init=False)
     """Progress of the engine build (0-100), or None to hide the bar."""
 
-    error: reactive[bool] = reactive(False)
+    error: reactive[bool] = reactive(False, init=False)
     """Whether the news is bad."""
 
     def compose(self) -> ComposeResult:

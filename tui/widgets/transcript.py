@@ -133,8 +133,11 @@ class Notice(Static):
 _TurnT = TypeVar("_TurnT", UserTurn, ReplyTurn, Notice)
 
 
-class Transcript(VerticalScroll):
-    """The conversation so far; stays scrolled to the newest text until the user scrolls up."""
+class Transcript(VerticalScroll, can_focus=False):
+    """The conversation so far; stays scrolled to the newest text until the user scrolls up.
+
+    It takes no focus, so Tab moves between the models and the prompt; the screen scrolls it.
+    """
 
     DEFAULT_CSS = """
     Transcript {
@@ -177,6 +180,7 @@ class Transcript(VerticalScroll):
     async def clear_turns(self) -> None:
         """Forget everything on show (a new chat)."""
         await self.remove_children([*self.turns])
+        self.release_anchor()
         self.query_one("#transcript-hint").remove_class("-hidden")
 
     async def _add(self, turn: _TurnT) -> _TurnT:

@@ -1,0 +1,121 @@
+"""TUI fixtures: a real ModelRunner on tmp dirs with tiny models; baselines in snapshots/."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import gguf
+import pytest
+import pytest_textual_snapshot  # type: ignore[import-untyped]
+from textual.css.query import NoMatches
+from textual.pilot import Pilot
+
+from modelrunner.core.events import RunnerStateChanged
+from modelrunner.core.runner import ModelRunner
+from modelrunner.core.settings import Settings
+from modelrunner.core.store.store import ModelStore
+from modelrunner.tui.app import ModelRunnerApp
+from modelrunner.tui.screens.chat import ChatScreen
+from tests.gguf_factory import write_tiny_gguf
+
+SNAPSHOTS = Path(__file__).parents[2] / "snapshots"
+"""Baselines live in the top-level snapshots/<test_file_stem>/<test_name>.svg."""
+
+DEFAULT_TAG = "ai/smollm2:135M-Q4_1"
+"""The default model's tag; a tiny GGUF stands in for it so the app preselects it."""
+OTHER_TAG = "ai/tiny-llama:F16"
+"""The second stored model."""
+
+
+@classmethod  # type: ignore[misc]
+def _snapshot_dirname(cls: type, *, test_location: Any) -> str:
+    return str(SNAPSHOTS / test_location.basename)
+
+
+pytest_textual_snapshot.SVGImageExtension.dirname = _snapshot_dirname
+
+
+@pytest.fixture
+def two_models(settings: Settings, tmp_path: Path) -> Settings:
+    """Settings whose store holds two tiny models, one of them under the default model's tag."""
+    store = ModelStore(settings.models_path)
+    q4 = write_tiny_gguf(tmp_path / "q4.gguf", file_type=gguf.LlamaFileType.MOSTLY_Q4_1, ctx=2048)
+    f16 = write_tiny_gguf(tmp_path / "f16.gguf", file_type=gguf.LlamaFileType.MOSTLY_F16, seed=1)
+    store.package_gguf(q4, DEFAULT_TAG)
+    store.package_gguf(f16, OTHER_TAG)
+    return settings
+
+
+class CannedRunner(ModelRunner):
+    """The real runner and store, but chat answers with canned text instead of a llama-server."""
+
+    def __init__(self, settings: Settings, reply: str = "Hello from a **canned** reply.") -> None:
+        super().__init__(settings)
+        self.reply = reply
+        """What every chat answers, streamed a word at a time."""
+        self.delay = 0.0
+        """Seconds to wait before each word (a slow model, to test Esc)."""
+        self.chats: list[tuple[str, list[dict[str, Any]]]] = []
+        """Each chat call: the reference and a copy of the messages."""
+
+    async def chat(
+        self, reference: str, messages: list[dict[str, Any]], **options: Any
+    ) -> AsyncIterator[str]:
+        self.chats.append((reference, [dict(message) for message in messages]))
+        model = await self.get_model(reference)
+        self.bus.publish(RunnerStateChanged(model.id, reference, "ready"))
+        for index, word in enumerate(self.reply.split(" ")):
+            await asyncio.sleep(self.delay)
+            yield word if index == 0 else f" {word}"
+
+
+async def wait_until(pilot: Pilot[Any], condition: Callable[[], bool], within: float = 10) -> None:
+    """Let the app run until `condition()` holds; fail the test after `within` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not _holds(condition):
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {condition}")
+        await pilot.pause(0.02)
+
+
+def _holds(condition: Callable[[], bool]) -> bool:
+    try:
+        return condition()
+    except NoMatches:  # not composed yet
+        return False
+
+
+def chat_screen(app: ModelRunnerApp) -> ChatScreen:
+    """The app's chat screen."""
+    screen = app.screen
+    assert isinstance(screen, ChatScreen)
+    return screen
+
+
+async def models_shown(pilot: Pilot[Any], count: int = 2) -> ChatScreen:
+    """Wait until the models table lists `count` rows; returns the chat screen."""
+    app = pilot.app
+    assert isinstance(app, ModelRunnerApp)
+    await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
+    screen = chat_screen(app)
+    await wait_until(pilot, lambda: screen.table.row_count == count and screen.is_listed)
+    await pilot.pause()
+    return screen
+
+
+async def reply_done(pilot: Pilot[Any], turn: int = 1, within: float = 60) -> ChatScreen:
+    """Wait until the reply to prompt number `turn` has finished or failed."""
+    app = pilot.app
+    assert isinstance(app, ModelRunnerApp)
+    screen = chat_screen(app)
+    await wait_until(pilot, lambda: screen.turn >= turn and not screen.generating, within)
+    # Never wait_for_complete() on everything: the core-events pump runs for the app's life.
+    chat_workers = [worker for worker in app.workers if worker.group == "chat"]
+    if chat_workers:
+        await app.workers.wait_for_complete(chat_workers)
+    await pilot.pause()
+    return screen
