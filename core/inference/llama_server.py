@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import shutil
 import tempfile
 import time
@@ -26,6 +28,8 @@ FORBIDDEN_FLAGS = ("--model", "-m", "--host", "--port", "--embeddings", "--mmpro
 """Flags LLAMA_ARGS may not carry: we set them per model (also refused in `--flag=value` form)."""
 
 _CTX_FLAGS = ("-c", "--ctx-size")
+_RUNTIME_DIR = re.compile(r"^mr-(\d+)-")
+"""Runtime dirs are named after the pid of the process that owns the runner."""
 
 
 class BundleLike(Protocol):
@@ -51,6 +55,27 @@ def check_llama_args(args: Sequence[str]) -> tuple[str, ...]:
                 f"{', '.join(FORBIDDEN_FLAGS)} itself for each model"
             )
     return tuple(args)
+
+
+def sweep_stale_runtime_dirs(parent: Path | None = None) -> list[Path]:
+    """Remove socket dirs left by modelrunner processes that were killed; return them.
+
+    A runner dies with its owner (parent-death signal), so a dir whose owner pid is gone
+    holds only a dead socket.
+    """
+    removed: list[Path] = []
+    for candidate in Path(parent or tempfile.gettempdir()).glob("mr-*-*"):
+        match = _RUNTIME_DIR.match(candidate.name)
+        if match is None or not candidate.is_dir() or candidate.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+        except PermissionError:
+            pass  # alive, someone else's
+    return removed
 
 
 def _sets_ctx_size(args: Sequence[str]) -> bool:
@@ -133,7 +158,7 @@ class LlamaServer:
         self.has_metrics = llama_args is None or "--metrics" in llama_args
         """Whether /metrics is served (LLAMA_ARGS may have dropped --metrics)."""
         # AF_UNIX paths are limited to ~107 bytes: keep the socket in a short private directory.
-        self.runtime_dir = Path(tempfile.mkdtemp(prefix="mr-"))
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix=f"mr-{os.getpid()}-"))
         self.socket_path = self.runtime_dir / "llama.sock"
         self.argv = build_argv(binary, bundle, self.socket_path, self.llama_args)
         self.last_used = time.time()

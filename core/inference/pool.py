@@ -17,7 +17,11 @@ from modelrunner.core.inference.llama_build import (
     LlamaServerBinary,
     ensure_llama_server,
 )
-from modelrunner.core.inference.llama_server import BundleLike, LlamaServer
+from modelrunner.core.inference.llama_server import (
+    BundleLike,
+    LlamaServer,
+    sweep_stale_runtime_dirs,
+)
 from modelrunner.core.inference.process import ProcessState
 from modelrunner.core.inference.upstream import UpstreamClient
 from modelrunner.core.settings import Settings
@@ -74,6 +78,7 @@ class RunnerPool:
         self._engine: LlamaServerBinary | None = None
         self._engine_lock = asyncio.Lock()
         self._closed = False
+        sweep_stale_runtime_dirs()
 
     async def engine(self) -> LlamaServerBinary:
         """The llama-server binary, found or built once per pool."""

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from modelrunner.core.errors import InvalidInput, RunnerFailed
-from modelrunner.core.inference.llama_server import LlamaServer, build_argv, probe_health
+from modelrunner.core.inference.llama_server import (
+    LlamaServer,
+    build_argv,
+    probe_health,
+    sweep_stale_runtime_dirs,
+)
 from modelrunner.core.inference.process import ProcessState
 from modelrunner.core.settings import Settings
 from tests.inference.engine_fakes import FakeBundle, process_gone, wait_until
@@ -198,3 +205,16 @@ async def test_a_missing_binary_is_a_runner_failure(tmp_path: Path, bundle: Fake
     with pytest.raises(RunnerFailed, match="cannot start"):
         await server.start(ready_timeout=5)
     assert not server.runtime_dir.exists()
+
+
+def test_socket_dirs_of_dead_owners_are_swept(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = tmp_path / f"mr-{dead.stdout.strip()}-abc"
+    live = tmp_path / f"mr-{os.getpid()}-def"
+    unrelated = tmp_path / "mr-notapid"
+    for directory in (stale, live, unrelated):
+        directory.mkdir()
+    (stale / "llama.sock").touch()
+    assert sweep_stale_runtime_dirs(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, unrelated.name])

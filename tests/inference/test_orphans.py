@@ -57,8 +57,8 @@ async def kill_parent_and_check_child(binary: Path, gguf: Path, *llama_args: str
         if parent.poll() is None:
             parent.kill()
             parent.wait()
-    # The parent had no chance to clean up; its private socket directory is left behind.
-    shutil.rmtree(runtime_dir)
+    # The parent had no chance to clean up its socket dir (a later RunnerPool sweeps such dirs).
+    shutil.rmtree(runtime_dir, ignore_errors=True)
 
 
 async def test_a_fake_server_dies_with_its_killed_parent(
