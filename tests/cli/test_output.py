@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from modelrunner.server.cli.client import model_path, resolve_host
+from modelrunner.server.cli.client import CliError, model_path, resolve_host
 from modelrunner.server.cli.output import human_duration, list_rows, model_table, table
 
 NOW = 1_800_000_000.0
@@ -75,4 +75,10 @@ def test_host_selection() -> None:
 
 def test_model_names_keep_slashes_in_paths() -> None:
     assert model_path("hf.co/org/m:Q4") == "hf.co/org/m:Q4"
-    assert model_path("a b?") == "a%20b%3F"
+    assert model_path(f"ai/x@sha256:{'a' * 64}") == f"ai/x@sha256:{'a' * 64}"
+
+
+@pytest.mark.parametrize("name", ["a b?", "ai/../x", "Upper"])
+def test_malformed_names_never_become_paths(name: str) -> None:
+    with pytest.raises(CliError, match="invalid model reference"):
+        model_path(name)
