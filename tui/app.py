@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from textual import work
 from textual.app import App
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.screen import Screen
 from textual.signal import Signal
 from textual.widgets import Input
@@ -15,6 +15,7 @@ from textual.widgets import Input
 from modelrunner.core.errors import CoreError
 from modelrunner.core.runner import ModelRunner
 from modelrunner.core.settings import Settings
+from modelrunner.tui.keys import APP_BINDINGS
 from modelrunner.tui.messages import CoreEventArrived, CoreNews, CoreStarted, CoreStartFailed
 from modelrunner.tui.screens.chat import ChatScreen
 
@@ -27,25 +28,7 @@ class ModelRunnerApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "modelrunner"
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding(
-            "ctrl+q",
-            "quit",
-            "Quit",
-            tooltip="Quit and stop every running model",
-            priority=True,
-            id="quit",
-        ),
-        Binding(
-            "ctrl+c",
-            "interrupt",
-            "Stop or quit",
-            show=False,
-            tooltip="Copy selected text, else stop the answer being written, else quit",
-            priority=True,
-            id="interrupt",
-        ),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = APP_BINDINGS
 
     def __init__(self, runner: ModelRunner, settings: Settings) -> None:
         super().__init__()

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -15,16 +15,11 @@ from textual.signal import Signal
 from textual.widgets import Footer, Static
 
 from modelrunner.core.errors import CoreError
-from modelrunner.core.events import (
-    DefaultModelProgressed,
-    EngineBuildProgressed,
-    EngineReady,
-    ModelsChanged,
-    RunnerStateChanged,
-)
+from modelrunner.core.events import ModelsChanged, RunnerStateChanged
 from modelrunner.core.runner import ModelRunner
 from modelrunner.core.settings import Settings
-from modelrunner.tui.formatting import family_name, short_name
+from modelrunner.tui.formatting import family_name
+from modelrunner.tui.keys import CHAT_BINDINGS
 from modelrunner.tui.messages import (
     CoreNews,
     CoreStarted,
@@ -35,6 +30,7 @@ from modelrunner.tui.messages import (
     ReplyFinished,
     ReplyStreamed,
 )
+from modelrunner.tui.news import status_news
 from modelrunner.tui.widgets.models_table import ModelRow, ModelsTable
 from modelrunner.tui.widgets.prompt import PromptInput
 from modelrunner.tui.widgets.status_line import StatusLine
@@ -54,41 +50,7 @@ STATE_WORDS = {
 class ChatScreen(Screen[None]):
     """Pick a model on the left, talk to it on the right."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding(
-            "tab", "app.focus_next", "Next pane", tooltip="Move to the next pane", id="focus-next"
-        ),
-        Binding(
-            "shift+tab",
-            "app.focus_previous",
-            "Previous pane",
-            show=False,
-            tooltip="Move to the previous pane",
-            id="focus-previous",
-        ),
-        Binding(
-            "pageup",
-            "scroll_transcript(-1)",
-            "Scroll up",
-            show=False,
-            tooltip="Scroll the conversation up a page",
-            id="scroll-transcript-up",
-        ),
-        Binding(
-            "pagedown",
-            "scroll_transcript(1)",
-            "Scroll down",
-            show=False,
-            tooltip="Scroll the conversation down a page",
-            id="scroll-transcript-down",
-        ),
-        Binding(
-            "ctrl+n", "new_chat", "New chat", tooltip="Start a new conversation", id="new-chat"
-        ),
-        Binding(
-            "escape", "stop_reply", "Stop", tooltip="Stop the answer being written", id="stop-reply"
-        ),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = CHAT_BINDINGS
 
     chat_model: reactive[ModelRow | None] = reactive[ModelRow | None](None)
     """The model the conversation talks to, or None until one is picked."""
@@ -156,29 +118,14 @@ class ChatScreen(Screen[None]):
 
     def show_core_news(self, news: CoreNews) -> None:
         """Reflect one piece of core news on screen."""
-        status = self.query_one(StatusLine)
+        if (said := status_news(news)) is not None:
+            status = self.query_one(StatusLine)
+            status.say(said.text, percent=said.percent, error=said.error, linger=said.linger)
         match news:
             case CoreStarted() | ModelsChanged():
                 self.load_models()
             case CoreStartFailed(message=message):
-                status.say(message, error=True)
                 self.transcript.show_hint(f"The model store could not be opened: {message}")
-            case EngineBuildProgressed(percent=percent):
-                status.say(
-                    f"Building llama-server (first run only)… {percent:.0f}%", percent=percent
-                )
-            case EngineReady(version=version, source="built"):
-                status.say(f"llama-server {version} is built and ready.")
-            case DefaultModelProgressed(
-                reference=reference, message=message, error=error, done=done
-            ):
-                name = short_name(reference)
-                if error:
-                    status.say(f"Could not import {name}: {error}", error=True)
-                elif done:
-                    status.say(f"{name} is in the store.")
-                else:
-                    status.say(f"Importing {name}: {message}…")
             case RunnerStateChanged(model_id=model_id, state=state):
                 self.table.runner_states = {**self.table.runner_states, model_id: state}
                 self._show_chat_title()
@@ -210,13 +157,14 @@ class ChatScreen(Screen[None]):
             self.chat_model = None
         elif current is not None:
             table.highlight(current.reference)
-        if not self._listed_once:
-            self._listed_once = True
-            default = table.find(self.settings.default_model)
-            if default is not None:
-                self.chat_model = default
-                table.highlight(default.reference)
-                self.prompt.focus_input()
+        self._listed_once = True
+        # The default model is picked when it is there and nothing else is: at start, or once
+        # the first run's import has stored it.
+        default = table.find(self.settings.default_model)
+        if self.chat_model is None and default is not None:
+            self.chat_model = default
+            table.highlight(default.reference)
+            self.prompt.focus_input()
         self._show_hint()
 
     @on(ModelsListFailed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.reactive import reactive
+from textual.timer import Timer
 from textual.widgets import ProgressBar, Static
 
 
@@ -33,6 +34,10 @@ class StatusLine(Horizontal):
     error: reactive[bool] = reactive(False, init=False)
     """Whether the news is bad."""
 
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self._clear_timer: Timer | None = None
+
     def compose(self) -> ComposeResult:
         yield Static("", id="status-text", markup=False)
         yield ProgressBar(total=100, show_eta=False, classes="-hidden")
@@ -40,11 +45,34 @@ class StatusLine(Horizontal):
     def on_mount(self) -> None:
         self.set_class(not self.text, "-idle")
 
-    def say(self, text: str, *, percent: float | None = None, error: bool = False) -> None:
-        """Show one piece of news (with a progress bar when `percent` is given)."""
+    def say(
+        self,
+        text: str,
+        *,
+        percent: float | None = None,
+        error: bool = False,
+        linger: float | None = None,
+    ) -> None:
+        """Show one piece of news (with a progress bar when `percent` is given).
+
+        Args:
+            text: The news.
+            percent: Build progress for the bar, or None for no bar.
+            error: Whether to show it as bad news.
+            linger: Seconds until good news clears itself; None keeps it until the next news.
+        """
+        if self._clear_timer is not None:
+            self._clear_timer.stop()
+            self._clear_timer = None
         self.text = text
         self.percent = percent
         self.error = error
+        if linger is not None:
+            self._clear_timer = self.set_timer(linger, self.clear)
+
+    def clear(self) -> None:
+        """Hide the line until there is news again."""
+        self.say("")
 
     def watch_text(self, text: str) -> None:
         self.query_one("#status-text", Static).update(text)
