@@ -4,7 +4,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 bin := justfile_directory() / ".venv/bin"
-apt_packages := "cmake g++ make tmux curl"
+apt_packages := "cmake g++ make tmux curl bubblewrap docker-registry skopeo apache2-utils"
 
 # show the recipes
 default:
@@ -13,7 +13,9 @@ default:
 # everything a fresh machine needs; cheap when already done (apt, venv, llama-server, default model)
 setup: apt venv engine models
 
-# Debian packages: cmake and g++ build llama-server, tmux drives the TUI in tests, curl is a test client
+# Debian packages: cmake and g++ build llama-server; bubblewrap sandboxes it; tmux drives the TUI in
+# tests; curl, docker-registry (an OCI registry), skopeo (an independent OCI client) and
+# apache2-utils (htpasswd) are test peers
 apt:
     #!/usr/bin/env bash
     set -euo pipefail
