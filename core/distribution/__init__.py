@@ -1,0 +1,1 @@
+"""Getting models: OCI registries, Hugging Face, pulls and pushes."""
