@@ -53,11 +53,61 @@ class DefaultModelProgressed:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PullProgressed:
+    """One layer of a model pull moved on (bytes, speed or state)."""
+
+    reference: str
+    """The normalised reference being pulled, e.g. "ai/gemma3:latest"."""
+    layer: str
+    """The layer digest (DMR's diff ID)."""
+    size: int
+    current: int
+    """Bytes of this layer on disk, including a resumed part."""
+    total: int
+    """Sum of the sizes of every layer of the model."""
+    pulled: int
+    """Sum of `current` over every layer."""
+    state: str
+    """"queued", "downloading", "verifying", "stalled", "retrying", "done" or "failed"."""
+    speed: float = 0.0
+    """Bytes per second over the last second or so."""
+    average_speed: float = 0.0
+    """Bytes per second since this layer started downloading in this run."""
+    eta: float | None = None
+    """Seconds until this layer is done, when known."""
+
+
+@dataclass(frozen=True, slots=True)
+class PullFinished:
+    """A pull stored (or found) its model and tagged it."""
+
+    reference: str
+    model_id: str
+    cached: bool
+    """True when the manifest was already in the store and only the tag was added."""
+    size: str = ""
+    """The model's size as its config states it ("256.35MiB"), for DMR's cached message."""
+
+
+@dataclass(frozen=True, slots=True)
+class PullFailed:
+    """A pull ended without storing anything new under its tag."""
+
+    reference: str
+    message: str
+    status: int = 500
+    """The HTTP status a front end should answer with."""
+
+
 Event = (
     EngineBuildProgressed
     | EngineReady
     | RunnerStateChanged
     | ModelsChanged
     | DefaultModelProgressed
+    | PullProgressed
+    | PullFinished
+    | PullFailed
 )
 """Everything the core may publish."""
