@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from modelrunner.core.errors import InvalidInput, RunnerFailed
+from modelrunner.core.inference.configure import COMPLETION, RunnerConfig
 from modelrunner.core.inference.process import (
     OutputLog,
     ProcessExited,
     ProcessState,
     SupervisedProcess,
 )
+from modelrunner.core.inference.sandbox import SandboxPaths, sandbox_tool, sandboxed_argv
 
 DEFAULT_BASE_ARGS = ("-ngl", "999", "--metrics")
 """DMR's base arguments on Linux; LLAMA_ARGS replaces them."""
@@ -82,36 +84,79 @@ def _sets_ctx_size(args: Sequence[str]) -> bool:
     return any(arg.split("=", 1)[0] in _CTX_FLAGS for arg in args)
 
 
+def _valid_context_size(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and (value > 0 or value == -1):
+        return value
+    return None
+
+
 def build_argv(
     binary: Path,
     bundle: BundleLike,
     socket_path: Path,
     llama_args: Sequence[str] | None = None,
+    *,
+    mode: str = COMPLETION,
+    config: RunnerConfig | None = None,
+    draft: BundleLike | None = None,
 ) -> list[str]:
     """llama-server's command line for `bundle`, in DMR's order (reference §4.1.1).
 
     Differences from DMR, on purpose: `--port 0` makes the Unix socket explicit, `-m`/`--model=`
-    are refused in LLAMA_ARGS too, and a context size in LLAMA_ARGS wins over the packaged one.
+    are refused in LLAMA_ARGS too, and a context size in LLAMA_ARGS wins over the packaged one
+    (a configured one still wins over both).
+
+    Args:
+        mode: "completion", "embedding" or "reranking".
+        config: A `_configure`d config: context size, reasoning budget, runtime flags, draft.
+        draft: The bundle of config.speculative's draft model.
     """
     base = DEFAULT_BASE_ARGS if llama_args is None else check_llama_args(llama_args)
+    config = config or RunnerConfig()
     argv = [str(binary), *base, "--model", str(bundle.gguf)]
     argv += ["--host", str(socket_path), "--port", "0"]
-    if bundle.chat_template is not None:
+    if mode == COMPLETION and bundle.chat_template is not None:
         argv += ["--chat-template-file", str(bundle.chat_template)]
-    context_size = bundle.config.get("context_size")
-    if (
-        isinstance(context_size, int)
-        and not isinstance(context_size, bool)
-        and (context_size > 0 or context_size == -1)
-        and not _sets_ctx_size(base)
-    ):
+    if mode == "embedding":
+        argv.append("--embeddings")
+    elif mode == "reranking":
+        argv += ["--embeddings", "--reranking"]
+    elif mode != COMPLETION:
+        raise InvalidInput(f"llama.cpp does not support mode {mode!r}")
+    if config.reasoning_budget is not None:
+        argv += ["--reasoning-budget", str(config.reasoning_budget)]
+    context_size = _valid_context_size(config.context_size)
+    if context_size is None and not _sets_ctx_size(base):
+        context_size = _valid_context_size(bundle.config.get("context_size"))
+    if context_size is not None:
         argv += ["--ctx-size", str(context_size)]
+    argv += config.runtime_flags
     # DMR's rule: a model with a projector gets --mmproj and no --jinja.
     if bundle.mmproj is not None:
         argv += ["--mmproj", str(bundle.mmproj)]
     else:
         argv.append("--jinja")
+    if config.speculative is not None and draft is not None:
+        argv += ["--model-draft", str(draft.gguf)]
+        if config.speculative.num_tokens is not None:
+            argv += ["--spec-draft-n-max", str(config.speculative.num_tokens)]
+        if config.speculative.min_acceptance_rate is not None:
+            argv += ["--spec-draft-p-min", f"{config.speculative.min_acceptance_rate:.2f}"]
     return argv
+
+
+def sandbox_paths(binary: Path, runtime_dir: Path, *bundles: BundleLike | None) -> SandboxPaths:
+    """What llama-server reads and writes: its binary, the models' directories, its socket dir."""
+    files = [
+        path
+        for bundle in bundles
+        if bundle is not None
+        for path in (bundle.gguf, bundle.mmproj, bundle.chat_template)
+        if path is not None
+    ]
+    # A symlinked file needs its link's directory and its target's.
+    model_dirs = tuple(dict.fromkeys(d for p in files for d in (p.parent, p.resolve().parent)))
+    return SandboxPaths(binary=binary, read_only=model_dirs, writable=(runtime_dir,))
 
 
 async def probe_health(socket_path: Path, within: float = 2.0) -> bool:
@@ -148,23 +193,58 @@ class LlamaServer:
         llama_args: Sequence[str] | None = None,
         log_file: Path | None = None,
         on_state: Callable[[LlamaServer, ProcessState], None] | None = None,
+        mode: str = COMPLETION,
+        config: RunnerConfig | None = None,
+        draft: BundleLike | None = None,
+        sandbox: bool | None = None,
     ) -> None:
+        """A stopped runner; `start()` launches it.
+
+        Args:
+            mode, config, draft: As for build_argv (a `_configure`d config and its draft model).
+            sandbox: Run llama-server in the sandbox: True requires it, False never, None
+                follows MODELRUNNER_SANDBOX and otherwise sandboxes wherever bubblewrap works.
+
+        Raises:
+            InvalidInput: LLAMA_ARGS sets what we set per model, or the mode is unsupported.
+            RunnerFailed: A sandbox is required and none works here.
+        """
         self.model_id = model_id
         self.reference = reference
         """The reference of the request that loaded it."""
         self.binary = binary
         self.bundle = bundle
         self.llama_args = None if llama_args is None else check_llama_args(llama_args)
-        self.has_metrics = llama_args is None or "--metrics" in llama_args
-        """Whether /metrics is served (LLAMA_ARGS may have dropped --metrics)."""
+        self.mode = mode
+        self.config = config
         # AF_UNIX paths are limited to ~107 bytes: keep the socket in a short private directory.
         self.runtime_dir = Path(tempfile.mkdtemp(prefix=f"mr-{os.getpid()}-"))
         self.socket_path = self.runtime_dir / "llama.sock"
-        self.argv = build_argv(binary, bundle, self.socket_path, self.llama_args)
+        try:
+            self.argv = build_argv(
+                binary, bundle, self.socket_path, self.llama_args,
+                mode=mode, config=config, draft=draft,
+            )  # fmt: skip
+            tool = sandbox_tool(sandbox)
+        except BaseException:
+            self._remove_runtime_dir()
+            raise
+        self.has_metrics = "--metrics" in self.argv and "--no-metrics" not in self.argv
+        """Whether /metrics is served (LLAMA_ARGS may have dropped --metrics)."""
+        self.sandboxed = tool is not None
+        """Whether llama-server runs in the sandbox (bubblewrap or sandbox-exec)."""
+        self.command = (
+            self.argv
+            if tool is None
+            else sandboxed_argv(
+                tool, self.argv, sandbox_paths(binary, self.runtime_dir, bundle, draft)
+            )
+        )
+        """What is executed: `argv`, wrapped by the sandbox when there is one."""
         self.last_used = time.time()
         self._on_state = on_state
         self.process = SupervisedProcess(
-            self.argv, log=OutputLog(200, log_file), on_state=self._state_changed
+            self.command, log=OutputLog(200, log_file), on_state=self._state_changed
         )
 
     def _state_changed(self, state: ProcessState) -> None:
@@ -199,6 +279,10 @@ class LlamaServer:
                 could not be started at all, or was not ready within `ready_timeout` seconds.
         """
         self.socket_path.unlink(missing_ok=True)
+        if self.sandboxed and not os.access(self.binary, os.X_OK):
+            # bwrap would only say it cannot bind the path; say what a bare start would.
+            self._remove_runtime_dir()
+            raise RunnerFailed(f"cannot start {self.binary}: not an executable file")
         try:
             await self.process.start()
         except OSError as error:

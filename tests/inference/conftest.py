@@ -24,8 +24,12 @@ def engine_settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def fake_llama_server(tmp_path: Path) -> Path:
-    """An executable named llama-server that runs tests/fakes/fake_llama_server.py."""
+def fake_llama_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An executable named llama-server that runs tests/fakes/fake_llama_server.py.
+
+    Unsandboxed: the fake is a Python program that needs the virtualenv and the test tree.
+    """
+    monkeypatch.setenv("MODELRUNNER_SANDBOX", "0")
     return write_executable(
         tmp_path / "fakebin" / "llama-server",
         f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_SERVER}" "$@"\n',
