@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+import weakref
 
 from modelrunner.core.events import EngineBuildProgressed, Event
 
@@ -36,18 +36,43 @@ class EventBus:
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                     loop.call_soon_threadsafe(_offer, queue, event)
 
-    async def subscribe(self) -> AsyncIterator[Event]:
-        """Yield events published from now on, until the caller stops iterating."""
-        queue: asyncio.Queue[Event] = asyncio.Queue(_QUEUE_LIMIT)
-        entry = (asyncio.get_running_loop(), queue)
+    def subscribe(self) -> Subscription:
+        """Every event published from this call on, for `async for`; call from the event loop."""
+        return Subscription(self)
+
+    def _add(self, entry: tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event]]) -> None:
         with self._lock:
             self._subscribers.append(entry)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            with self._lock:
-                self._subscribers.remove(entry)
+
+    def _remove(self, entry: tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event]]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._subscribers.remove(entry)
+
+
+class Subscription:
+    """One subscriber's stream of events; registered when created, so nothing is missed.
+
+    It ends its registration on `close()`, or when it is garbage-collected.
+    """
+
+    def __init__(self, bus: EventBus) -> None:
+        queue: asyncio.Queue[Event] = asyncio.Queue(_QUEUE_LIMIT)
+        entry = (asyncio.get_running_loop(), queue)
+        self._queue = queue
+        bus._add(entry)
+        self._finalizer = weakref.finalize(self, bus._remove, entry)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        if not self._finalizer.alive:
+            raise StopAsyncIteration
+        return await self._queue.get()
+
+    def close(self) -> None:
+        """Stop receiving events."""
+        self._finalizer()
 
 
 def _offer(queue: asyncio.Queue[Event], event: Event) -> None:

@@ -12,6 +12,7 @@ import pytest
 import pytest_textual_snapshot  # type: ignore[import-untyped]
 from textual.css.query import NoMatches
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from modelrunner.core.events import RunnerStateChanged
 from modelrunner.core.runner import ModelRunner
@@ -36,6 +37,16 @@ def _snapshot_dirname(cls: type, *, test_location: Any) -> str:
 
 
 pytest_textual_snapshot.SVGImageExtension.dirname = _snapshot_dirname
+
+
+@pytest.fixture(autouse=True)
+def steady_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep text cursors lit: a blink caught mid-way made a snapshot flip between two images."""
+
+    def stay_visible(self: Input) -> None:
+        self._cursor_visible = True
+
+    monkeypatch.setattr(Input, "_toggle_cursor", stay_visible)
 
 
 @pytest.fixture
