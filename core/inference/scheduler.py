@@ -1,0 +1,338 @@
+"""Scheduler: pure decisions over a snapshot of runners (serve, join, queue, start, evict, refuse).
+
+`RunnerPool` takes a snapshot of its runners and of free memory, asks `Scheduler.decide`, and
+carries out the answer. Nothing here does I/O or reads a clock: every rule is tested with plain
+data.
+
+The rules, where DMR differs (reference §3.2-3.4, §9.1):
+
+- a ready runner with a free llama-server slot serves; with all slots taken the request queues on
+  it, up to `queue_limit` waiters, then it is refused as busy (DMR has no bound);
+- a model that is not running starts if the runner limit and free memory allow; otherwise the least
+  recently used *idle* runners that free enough go first (DMR evicts every idle runner, and only
+  when slots run out); busy runners are never evicted: the request waits for them instead;
+- a model that cannot fit even with every other runner gone is refused when the memory check is on.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+class RunnerState(enum.Enum):
+    """Where a runner is in its life, as the API and the TUI show it."""
+
+    STARTING = "starting"
+    READY = "ready"
+    """Loaded and never used yet."""
+    BUSY = "busy"
+    """Serving at least one request."""
+    IDLE = "idle"
+    """Loaded, no request in flight."""
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+    """llama-server exited without being asked to; the next request reloads it."""
+
+
+_LOADED = (RunnerState.READY, RunnerState.BUSY, RunnerState.IDLE)
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """Bytes of host RAM and of GPU memory."""
+
+    ram_bytes: int = 0
+    vram_bytes: int = 0
+
+    def __add__(self, other: Need) -> Need:
+        return Need(self.ram_bytes + other.ram_bytes, self.vram_bytes + other.vram_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerView:
+    """What the scheduler knows of one runner."""
+
+    key: str
+    name: str
+    """How to call it in a message (the reference that loaded it)."""
+    state: RunnerState
+    in_use: int = 0
+    """Requests in flight."""
+    slots: int = 4
+    """Requests llama-server serves at once."""
+    waiting: int = 0
+    """Requests queued for a slot."""
+    last_used: float = 0.0
+    need: Need = field(default_factory=Need)
+    keep_alive: float | None = None
+    """Seconds to stay loaded once idle; None: the pool's idle timeout; inf: forever."""
+
+    @property
+    def evictable(self) -> bool:
+        return self.in_use == 0 and self.state in (*_LOADED, RunnerState.CRASHED)
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Free memory now, as the pool measured it."""
+
+    ram_free: int
+    vram_free: int | None = None
+    """None when there is no GPU."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request for a model."""
+
+    key: str
+    name: str
+    need: Need = field(default_factory=Need)
+
+
+@dataclass(frozen=True, slots=True)
+class Serve:
+    """Use the running runner."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """The model is loading: wait for that load."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """Every slot of the runner is taken: wait for one."""
+
+    key: str
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Every slot is taken and the queue is full: refuse."""
+
+    key: str
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Stop `evict` (idle runners), then start the model."""
+
+    key: str
+    evict: tuple[str, ...] = ()
+    fits: bool = True
+    """False when memory is short and the memory check is off: started anyway."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """No room until a busy runner finishes."""
+
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """The model cannot fit, even with every other runner stopped."""
+
+    key: str
+    message: str
+
+
+Decision = Serve | Join | Queue | Busy | Start | Wait | Refuse
+
+
+def human_bytes(count: int) -> str:
+    """1.2 GB, 340 MB, 12 kB (decimal units, like `docker` and DMR)."""
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def _names(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+class Scheduler:
+    """Decides what a request for a model does, given the runners and free memory."""
+
+    def __init__(
+        self, *, max_runners: int = 4, queue_limit: int = 16, memory_check: bool = True
+    ) -> None:
+        self.max_runners = max(1, max_runners)
+        self.queue_limit = max(0, queue_limit)
+        self.memory_check = memory_check
+
+    def decide(
+        self, request: Request, runners: Sequence[RunnerView], resources: Resources
+    ) -> Decision:
+        current = next((r for r in runners if r.key == request.key), None)
+        if current is not None and current.state is RunnerState.STARTING:
+            return Join(request.key)
+        if current is not None and current.state in _LOADED:
+            if current.in_use < current.slots:
+                return Serve(request.key)
+            if current.waiting >= self.queue_limit:
+                return Busy(request.key, current.waiting)
+            return Queue(request.key, current.waiting)
+        if current is not None and current.state is RunnerState.STOPPING:
+            return Wait(request.key, f"{current.name} is stopping")
+        # Not running (or crashed, then replaced in place): start it.
+        others = [
+            r
+            for r in runners
+            if r.key != request.key and r.state not in (RunnerState.STOPPED, RunnerState.STOPPING)
+        ]
+        candidates = sorted(
+            (r for r in others if r.evictable),
+            key=lambda r: (r.state is not RunnerState.CRASHED, r.last_used),
+        )
+        over = len(others) + 1 - self.max_runners
+        deficit = self._deficit(request.need, resources)
+        picks = _pick(candidates, over, deficit)
+        if picks is not None:
+            return Start(request.key, tuple(r.key for r in picks))
+        # Idle runners do not free enough: would it fit once the busy ones are done?
+        fits_later = _pick(sorted(others, key=lambda r: r.last_used), over, deficit) is not None
+        if not fits_later and self.memory_check:
+            return Refuse(request.key, self._too_big(request, resources, others))
+        if not self.memory_check and _pick(candidates, over, Need()) is not None:
+            # Memory is advisory: free what idle runners hold and try.
+            return Start(request.key, tuple(r.key for r in candidates), fits=False)
+        busy = [r.name for r in others if not r.evictable]
+        return Wait(
+            request.key, f"waiting for {_names(busy) if busy else 'other runners'} to finish"
+        )
+
+    @staticmethod
+    def _deficit(need: Need, resources: Resources) -> Need:
+        vram_free = resources.vram_free if resources.vram_free is not None else 0
+        vram = need.vram_bytes - vram_free if need.vram_bytes else 0
+        return Need(max(0, need.ram_bytes - resources.ram_free), max(0, vram))
+
+    @staticmethod
+    def _too_big(request: Request, resources: Resources, others: Sequence[RunnerView]) -> str:
+        held = sum((r.need for r in others), Need())
+        parts = [
+            f"{request.name} needs {human_bytes(request.need.ram_bytes)} of RAM, "
+            f"{human_bytes(resources.ram_free + held.ram_bytes)} can be made free"
+        ]
+        if request.need.vram_bytes and resources.vram_free is not None:
+            parts.append(
+                f"{human_bytes(request.need.vram_bytes)} of GPU memory, "
+                f"{human_bytes(resources.vram_free + held.vram_bytes)} can be made free"
+            )
+        return (
+            f"not enough memory to load {request.name}: {'; '.join(parts)} "
+            "(set MODEL_RUNNER_RUNTIME_MEMORY_CHECK=0 to try anyway)"
+        )
+
+
+def _covers(picks: Sequence[RunnerView], over: int, deficit: Need) -> bool:
+    freed = sum((r.need for r in picks), Need())
+    return (
+        len(picks) >= over
+        and freed.ram_bytes >= deficit.ram_bytes
+        and freed.vram_bytes >= deficit.vram_bytes
+    )
+
+
+def _pick(candidates: Sequence[RunnerView], over: int, deficit: Need) -> list[RunnerView] | None:
+    """The least recently used candidates that free `over` runners and `deficit` bytes, or None.
+
+    Taken oldest first; then any pick the others make unnecessary is kept, newest first.
+    """
+    picks: list[RunnerView] = []
+    for candidate in candidates:
+        if _covers(picks, over, deficit):
+            break
+        picks.append(candidate)
+    if not _covers(picks, over, deficit):
+        return None
+    for pick in reversed(list(picks)):
+        rest = [p for p in picks if p is not pick]
+        if _covers(rest, over, deficit):
+            picks = rest
+    return picks
+
+
+def expired(runners: Sequence[RunnerView], now: float, idle_timeout: float) -> list[str]:
+    """Keys of idle runners whose keep-alive (or the idle timeout) has run out at `now`."""
+    return [r.key for r in runners if _deadline(r, idle_timeout) <= now]
+
+
+def next_expiry(runners: Sequence[RunnerView], idle_timeout: float) -> float | None:
+    """When the next idle runner expires (the clock of `last_used`), or None if none will."""
+    deadlines = [_deadline(r, idle_timeout) for r in runners]
+    finite = [deadline for deadline in deadlines if math.isfinite(deadline)]
+    return min(finite) if finite else None
+
+
+def _deadline(runner: RunnerView, idle_timeout: float) -> float:
+    if not runner.evictable:
+        return math.inf
+    keep = idle_timeout if runner.keep_alive is None else runner.keep_alive
+    return runner.last_used + keep if keep >= 0 else math.inf
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_keep_alive(value: str | float | None) -> float | None:
+    """A keep_alive as DMR and Ollama take it, in seconds: "5m", "1h30m", "0", "-1", 300, None.
+
+    0 unloads as soon as the runner is idle; any negative value means forever (math.inf);
+    a bare number is seconds; None keeps the pool's idle timeout.
+
+    Raises:
+        ValueError: Not a duration.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"invalid keep_alive {value!r}")
+    if isinstance(value, int | float):
+        return math.inf if value < 0 else float(value)
+    text = value.strip()
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    try:
+        seconds = float(body)
+    except ValueError:
+        parts = _DURATION.findall(body)
+        if not body or "".join(number + unit for number, unit in parts) != body:
+            raise ValueError(f"invalid keep_alive {value!r}: use e.g. 5m, 1h, 0 or -1") from None
+        seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    return math.inf if sign < 0 and seconds != 0 else seconds
+
+
+def format_keep_alive(seconds: float | None) -> str | None:
+    """A keep_alive as DMR's /engines/ps shows it: Go's duration text ("10m0s"), "-1", or None."""
+    if seconds is None:
+        return None
+    if math.isinf(seconds):
+        return "-1"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
