@@ -12,6 +12,7 @@ from typing import Protocol
 from modelrunner.core.errors import CoreError
 from modelrunner.core.event_bus import EventBus
 from modelrunner.core.events import EngineBuildProgressed, EngineReady, RunnerStateChanged
+from modelrunner.core.inference.configure import RunnerConfigs
 from modelrunner.core.inference.llama_build import (
     BuildProgress,
     LlamaServerBinary,
@@ -73,6 +74,8 @@ class RunnerPool:
         self.stop_grace = stop_grace
         self.upstream = UpstreamClient()
         """The HTTP client for every runner of this pool."""
+        self.configs = RunnerConfigs()
+        """`_configure`d configs runners start with (context size, flags, draft model)."""
         self._runners: dict[str, LlamaServer] = {}
         self._loads: dict[str, asyncio.Task[LlamaServer]] = {}
         self._engine: LlamaServerBinary | None = None
@@ -131,6 +134,10 @@ class RunnerPool:
             await self._stop(previous)
         binary = await self.engine()
         bundle = await asyncio.to_thread(self.store.bundle, model_id)
+        config = self.configs.get(model_id)
+        draft = None
+        if config is not None and config.speculative is not None:
+            draft = await asyncio.to_thread(self.store.bundle, config.speculative.draft_model)
         runner = LlamaServer(
             binary.path,
             bundle,
@@ -139,6 +146,8 @@ class RunnerPool:
             llama_args=self.settings.llama_args,
             log_file=self._log_file(model_id),
             on_state=self._publish_state,
+            config=config,
+            draft=draft,
         )
         self._runners[model_id] = runner
         try:
