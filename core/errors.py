@@ -53,3 +53,15 @@ class RunnerFailed(CoreError):
     """A llama-server process failed to start or died while serving."""
 
     status = 500
+
+
+class RunnerBusy(CoreError):
+    """Every slot of a model's runner is taken and its queue is full, or the wait timed out."""
+
+    status = 503
+
+
+class InsufficientMemory(CoreError):
+    """A model cannot fit in free memory, even with every idle runner stopped."""
+
+    status = 503

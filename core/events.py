@@ -33,7 +33,9 @@ class RunnerStateChanged:
     reference: str
     """The reference of the request that loaded it."""
     state: str
-    """"starting", "ready", "stopping", "stopped" or "failed"."""
+    """"starting", "ready", "busy", "idle", "stopping", "stopped" or "crashed"."""
+    detail: str = ""
+    """Why, when it says more than the state: a crash's exit status and last output lines."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +102,23 @@ class PullFailed:
     """The HTTP status a front end should answer with."""
 
 
+@dataclass(frozen=True, slots=True)
+class RunnerEvicted:
+    """The pool stopped a runner on its own."""
+
+    model_id: str
+    reference: str
+    reason: str
+    """"idle" (keep-alive ran out), "memory" or "limit" (room for `for_model`)."""
+    for_model: str = ""
+    """The model whose load needed the room, for "memory" and "limit"."""
+
+
 Event = (
     EngineBuildProgressed
     | EngineReady
     | RunnerStateChanged
+    | RunnerEvicted
     | ModelsChanged
     | DefaultModelProgressed
     | PullProgressed
