@@ -21,6 +21,8 @@ Copied from the lab's infra/fake_hf_hub.py; adapted for tests: `--port 0` binds 
 `--cdn-port -1` a free port for the CDN, and the first stdout line (JSON) names the bound ones.
 """
 
+from __future__ import annotations
+
 import argparse
 import hashlib
 import json
@@ -29,16 +31,20 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
 LFS_EXT = (".gguf", ".safetensors", ".bin", ".pt")
-LOG, LOG_LOCK, DROPPED, OMIT = [], threading.Lock(), set(), set()
+LOG: list[dict[str, Any]] = []
+LOG_LOCK = threading.Lock()
+DROPPED: set[str] = set()
+OMIT: set[str] = set()
 
 
 class Repo:
-    def __init__(self, root, repo_id, lfs_threshold):
+    def __init__(self, root: str, repo_id: str, lfs_threshold: int) -> None:
         self.id, self.dir = repo_id, os.path.join(root, repo_id)
-        self.files = {}
+        self.files: dict[str, dict[str, Any]] = {}
         for dp, _, fns in os.walk(self.dir):
             for fn in fns:
                 p = os.path.join(dp, fn)
@@ -63,7 +69,7 @@ class Repo:
         self.sha = h.hexdigest()
         self.mtime = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
 
-    def tree_entry(self, rel):
+    def tree_entry(self, rel: str) -> dict[str, Any]:
         f = self.files[rel]
         e = {"type": "file", "oid": f["oid"], "size": f["size"], "path": rel}
         if f["lfs"]:
@@ -71,21 +77,22 @@ class Repo:
         return e
 
 
-def make_handler(args, repos, cdn_base):
+def make_handler(
+    args: argparse.Namespace, repos: dict[str, Repo], cdn_base: str
+) -> type[BaseHTTPRequestHandler]:
     class H(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, *a):
+        def log_message(self, *args: Any) -> None:
             pass
 
-        def send_header(
-            self, keyword, value
-        ):  # --omit-header: drop a header to test client error paths
+        def send_header(self, keyword: str, value: str) -> None:
+            # --omit-header: drop a header to test client error paths
             if keyword.lower() not in OMIT:
                 super().send_header(keyword, value)
 
         # ---------------------------------------------------------------- helpers
-        def _json(self, code, obj, extra=None):
+        def _json(self, code: int, obj: Any, extra: dict[str, str] | None = None) -> None:
             b = json.dumps(obj).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -96,12 +103,14 @@ def make_handler(args, repos, cdn_base):
             if self.command != "HEAD":
                 self.wfile.write(b)
 
-        def _err(self, code, error_code, msg, extra=None):
+        def _err(
+            self, code: int, error_code: str, msg: str, extra: dict[str, str] | None = None
+        ) -> None:
             h = {"X-Error-Code": error_code, "X-Error-Message": msg}
             h.update(extra or {})
             self._json(code, {"error": msg}, h)
 
-        def _file(self, path, size, headers):
+        def _file(self, path: str, size: int, headers: dict[str, str]) -> None:
             start, end, code = 0, size - 1, 200
             rng = self.headers.get("Range")
             m = re.fullmatch(r"bytes=(\d*)-(\d*)", rng or "")
@@ -151,10 +160,10 @@ def make_handler(args, repos, cdn_base):
                     if args.throttle:
                         time.sleep(len(b) / args.throttle)
 
-        def _authorized(self):
+        def _authorized(self) -> bool:
             return not args.token or self.headers.get("Authorization") == f"Bearer {args.token}"
 
-        def _log(self):
+        def _log(self) -> None:
             with LOG_LOCK:
                 LOG.append(
                     {
@@ -162,15 +171,15 @@ def make_handler(args, repos, cdn_base):
                         "path": self.path,
                         "range": self.headers.get("Range"),
                         "auth": bool(self.headers.get("Authorization")),
-                        "port": self.server.server_port,
+                        "port": getattr(self.server, "server_port", 0),
                     }
                 )
 
         # ---------------------------------------------------------------- routing
-        def do_HEAD(self):
+        def do_HEAD(self) -> None:
             self.do_GET()
 
-        def do_GET(self):
+        def do_GET(self) -> None:
             self._log()
             u = urlparse(self.path)
             path, q = unquote(u.path), parse_qs(u.query)
@@ -201,7 +210,7 @@ def make_handler(args, repos, cdn_base):
                 return self.resolve(m.group(1), m.group(2), m.group(3))
             self._json(404, {"error": f"not implemented: {path}"})
 
-        def _repo_rev(self, repo_id, rev):
+        def _repo_rev(self, repo_id: str, rev: str) -> Repo | None:
             if not self._authorized():
                 self._err(401, "GatedRepo", "Access to model is restricted")
                 return None
@@ -214,14 +223,14 @@ def make_handler(args, repos, cdn_base):
                 return None
             return r
 
-        def model_info(self, repo_id, rev, q):
+        def model_info(self, repo_id: str, rev: str, q: dict[str, list[str]]) -> None:
             r = self._repo_rev(repo_id, rev)
             if r is None:
                 return
             blobs = q.get("blobs", ["false"])[0].lower() == "true"
             sib = []
             for rel in sorted(r.files):
-                s = {"rfilename": rel}
+                s: dict[str, Any] = {"rfilename": rel}
                 if blobs:
                     f = r.files[rel]
                     s.update(size=f["size"], blobId=f["oid"])
@@ -251,7 +260,7 @@ def make_handler(args, repos, cdn_base):
                 info["gguf"] = {"total": 0, "architecture": "llama", "context_length": 2048}
             self._json(200, info)
 
-        def tree(self, repo_id, rev, sub, q):
+        def tree(self, repo_id: str, rev: str, sub: str, q: dict[str, list[str]]) -> None:
             r = self._repo_rev(repo_id, rev)
             if r is None:
                 return
@@ -281,7 +290,7 @@ def make_handler(args, repos, cdn_base):
                 return self._err(404, "EntryNotFound", f"{sub} does not exist on {rev}")
             self._json(200, out)
 
-        def resolve(self, repo_id, rev, rel):
+        def resolve(self, repo_id: str, rev: str, rel: str) -> None:
             r = self._repo_rev(repo_id, rev)
             if r is None:
                 return
@@ -310,7 +319,7 @@ def make_handler(args, repos, cdn_base):
     return H
 
 
-def main():
+def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True)
     ap.add_argument("--port", type=int, default=8765)
