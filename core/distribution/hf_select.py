@@ -4,7 +4,8 @@ Pure functions over the repository's file list, following DMR's rules (reference
 
 - weights are `.gguf` and `.safetensors` files; a file with "mmproj" in its name is a projector;
 - a requested quant (the tag, unless "latest", "main" or empty) matches case-insensitively as
-  `[-._/]QUANT` followed by `[-._/]` or the end of the name, so every shard of it is taken;
+  `[-._/]QUANT` followed by `[-._/]` or the end of the name; the first matching file is taken
+  with every shard of it (`-00001-of-0000N`);
 - without one, Q4_K_M; failing that, the lexically first GGUF and its shards;
 - the projector preferred is the F16 one, else the first.
 
