@@ -18,7 +18,7 @@ from modelrunner.core.distribution.registry import (
     raise_unexpected,
     repository_scope,
 )
-from modelrunner.core.errors import InvalidInput, InvalidReference, StoreCorrupt
+from modelrunner.core.errors import CoreError, InvalidInput, InvalidReference, StoreCorrupt
 from modelrunner.core.references import ModelReference, looks_like_id, parse_reference
 from modelrunner.core.store import media_types
 from modelrunner.core.store.layout import parse_digest, sha256_digest
@@ -130,9 +130,12 @@ async def push_model(
             )
 
     unique = dict(layers)
-    async with asyncio.TaskGroup() as group:
-        for digest, size in unique.items():
-            group.create_task(one(digest, size, report=True))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for digest, size in unique.items():
+                group.create_task(one(digest, size, report=True))
+    except BaseExceptionGroup as failures:
+        raise _first_failure(failures) from None
     await one(*config, report=False)
     pushed = await _put_manifest(client, target, raw, media_type)
     if pushed is not None and pushed != model.id:
@@ -147,6 +150,19 @@ async def push_model(
     return PushResult(
         target.normalized, model.id, having("uploaded"), having("exists"), having("mounted")
     )
+
+
+def _first_failure(failures: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report for failed layers: the first CoreError, else the first error."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [failures]
+    while pending:
+        error = pending.pop(0)
+        if isinstance(error, BaseExceptionGroup):
+            pending[:0] = list(error.exceptions)
+        else:
+            leaves.append(error)
+    return next((e for e in leaves if isinstance(e, CoreError)), leaves[0])
 
 
 def _descriptor(entry: Any) -> tuple[str, int]:

@@ -289,16 +289,17 @@ class RegistryClient:
 
     async def _fetch_manifest(self, ref: ModelReference, target: str) -> tuple[bytes, str]:
         url = self.url(ref, "manifests", target)
+        shown = f"{ref.name}@{target}" if target.startswith("sha256:") else f"{ref.name}:{target}"
         scopes = (repository_scope(ref.repository, "pull"),)
         response = await self.send(
             ref.registry, "GET", url, scopes, headers={"Accept": ACCEPT_MANIFESTS}, what="pull"
         )
         async with response:
             if response.status == 404:
-                raise ModelNotFound(f"model {ref.name}:{target} not found in {ref.registry}")
-            await raise_unexpected(ref.registry, response, f"manifest {ref.name}:{target}")
+                raise ModelNotFound(f"model {shown} not found")
+            await raise_unexpected(ref.registry, response, f"manifest {shown}")
             if (response.content_length or 0) > MAX_MANIFEST_BYTES:
-                raise RegistryError(f"manifest {ref.name}:{target} is larger than 4 MiB")
+                raise RegistryError(f"manifest {shown} is larger than 4 MiB")
             raw = await _read_limited(response, MAX_MANIFEST_BYTES, f"manifest {ref.name}")
         media_type = response.headers.get("Content-Type", "").partition(";")[0].strip()
         if not media_type or media_type in ("application/json", "text/plain"):
