@@ -13,11 +13,8 @@ from typing import TYPE_CHECKING, Any
 from yarl import URL
 
 from modelrunner.core.distribution.auth import RegistryError
-from modelrunner.core.distribution.registry import (
-    RegistryClient,
-    raise_unexpected,
-    repository_scope,
-)
+from modelrunner.core.distribution.endpoints import repository_scope
+from modelrunner.core.distribution.registry import RegistryClient, raise_unexpected
 from modelrunner.core.errors import CoreError, InvalidInput, InvalidReference, StoreCorrupt
 from modelrunner.core.references import ModelReference, looks_like_id, parse_reference
 from modelrunner.core.store import media_types

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +20,28 @@ from modelrunner.core.distribution.auth import (
     auth_failure,
 )
 from modelrunner.core.distribution.credentials import Credentials, CredentialStore, registry_key
-from modelrunner.core.errors import Conflict, CoreError, ModelNotFound
-from modelrunner.core.references import DEFAULT_REGISTRY, ModelReference
+from modelrunner.core.distribution.endpoints import (
+    insecure_registries,
+    origin,
+    registry_base_url,
+    repository_scope,
+)
+from modelrunner.core.distribution.manifests import (
+    ACCEPT_MANIFESTS,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    INDEX_TYPES,
+    MAX_MANIFEST_BYTES,
+    DigestMismatch,
+    Manifest,
+    UnsupportedManifest,
+    has_model_config,
+    index_candidates,
+    served_media_type,
+)
+from modelrunner.core.errors import ModelNotFound
+from modelrunner.core.references import ModelReference
 from modelrunner.core.settings import Settings
-from modelrunner.core.store import media_types
 from modelrunner.core.store.layout import parse_digest, sha256_digest
 
 if TYPE_CHECKING:
@@ -34,6 +50,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACCEPT_MANIFESTS",
+    "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST",
     "AuthenticationRequired",
     "BlobStream",
     "DigestMismatch",
@@ -45,91 +63,13 @@ __all__ = [
     "registry_base_url",
 ]
 
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-INDEX_TYPES = frozenset({media_types.OCI_INDEX, DOCKER_MANIFEST_LIST})
-ACCEPT_MANIFESTS = ", ".join(
-    (media_types.OCI_MANIFEST, media_types.OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
-)
-"""Without an OCI type in Accept, distribution answers 404 for OCI manifests."""
-
-MAX_MANIFEST_BYTES = 4 << 20
-"""distribution's own limit on a manifest's size."""
-MAX_INDEX_PROBES = 8
-"""How many manifests of an index are fetched to find the model among them."""
 CHUNK_SIZE = 1 << 20
 _MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10, sock_read=60)
 BodyFactory = Callable[[], Any]
 """Makes a fresh request body, so a request can be re-sent after an auth challenge."""
-
-
-class DigestMismatch(Conflict):
-    """A registry served content whose sha256 differs from the digest asked for."""
-
-
-class UnsupportedManifest(CoreError):
-    """An image index with no model manifest in it (or an index inside an index)."""
-
-    status = 422
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A manifest exactly as the registry served it."""
-
-    raw: bytes
-    """The bytes as served; their sha256 is the model ID."""
-    digest: str
-    """"sha256:<hex>" of raw (verified against the reference's digest when it has one)."""
-    media_type: str
-    """From Content-Type, else the document's mediaType; may be a type the puller rejects."""
-    index_digest: str | None = None
-    """The image index this manifest was picked from, if the reference named an index."""
-
-
-def insecure_registries(
-    settings: Settings, environ: Mapping[str, str] | None = None
-) -> frozenset[str]:
-    """Hosts reached over plain http: settings, INSECURE_REGISTRY ("true": all), the env list."""
-    env = os.environ if environ is None else environ
-    hosts = {registry_key(h) for h in getattr(settings, "insecure_registries", ()) or ()}
-    for variable in ("INSECURE_REGISTRY", "MODELRUNNER_INSECURE_REGISTRIES"):
-        for item in env.get(variable, "").split(","):
-            item = item.strip()
-            if item.lower() in ("1", "true", "yes", "on"):
-                hosts.add("*")
-            elif item and item.lower() not in ("0", "false", "no", "off"):
-                hosts.add(registry_key(item))
-    return frozenset(hosts)
-
-
-def registry_base_url(registry: str, insecure: frozenset[str] = frozenset()) -> URL:
-    """Where a registry's API lives: Docker Hub via registry-1, loopback hosts over plain http."""
-    if registry == DEFAULT_REGISTRY:
-        return URL("https://registry-1.docker.io")
-    key = registry_key(registry)
-    hostname = key[: key.index("]") + 1] if key.startswith("[") else key.partition(":")[0]
-    plain = (
-        hostname in _LOOPBACK_HOSTS
-        or hostname.endswith(".local")  # DMR: mDNS hosts are local-network registries
-        or "*" in insecure
-        or key in insecure
-        or hostname in insecure
-    )
-    return URL(f"{'http' if plain else 'https'}://{key}")
-
-
-def repository_scope(repository: str, *actions: str) -> str:
-    """A token scope: "repository:ai/x:pull" or "repository:ai/x:pull,push"."""
-    return f"repository:{repository}:{','.join(actions)}"
-
-
-def _origin(url: URL) -> tuple[str, str, int | None]:
-    return (url.scheme, url.host or "", url.port)
 
 
 class BlobStream:
@@ -233,7 +173,7 @@ class RegistryClient:
         scope_key = tuple(scopes)
         base = self.base_url(registry)
         # Credentials never leave the registry's origin (a redirect or upload URL elsewhere).
-        same_origin = _origin(url) == _origin(base)
+        same_origin = origin(url) == origin(base)
         for attempt in (1, 2):
             request_headers = dict(headers or {})
             authorization = None
@@ -301,43 +241,22 @@ class RegistryClient:
             if (response.content_length or 0) > MAX_MANIFEST_BYTES:
                 raise RegistryError(f"manifest {shown} is larger than 4 MiB")
             raw = await _read_limited(response, MAX_MANIFEST_BYTES, f"manifest {ref.name}")
-        media_type = response.headers.get("Content-Type", "").partition(";")[0].strip()
-        if not media_type or media_type in ("application/json", "text/plain"):
-            try:
-                declared = json.loads(raw).get("mediaType")
-            except (ValueError, AttributeError):
-                declared = None
-            media_type = declared if isinstance(declared, str) else media_type
-        return raw, media_type
+        return raw, served_media_type(response.headers.get("Content-Type", ""), raw)
 
     async def _pick_from_index(self, ref: ModelReference, raw: bytes, digest: str) -> Manifest:
-        try:
-            entries = [e for e in json.loads(raw).get("manifests") or [] if isinstance(e, dict)]
-        except (ValueError, AttributeError):
-            entries = []
-        entries = [e for e in entries if isinstance(e.get("digest"), str)]
-        if not entries:
-            raise UnsupportedManifest(f"{ref.normalized}: the image index lists no manifests")
-        # An artifactType saying "model" decides without fetching; otherwise look at the configs.
-        marked = [e for e in entries if e.get("artifactType") in _MODEL_ARTIFACT_TYPES]
-        candidates = marked or entries
-        for entry in candidates[:MAX_INDEX_PROBES]:
+        candidates, decided = index_candidates(raw, ref.normalized)
+        for entry in candidates:
             child_digest = str(entry["digest"])
-            parse_digest(child_digest)
             child_raw, child_type = await self._fetch_manifest(ref, child_digest)
             if sha256_digest(child_raw) != child_digest:
                 raise DigestMismatch(
                     f"digest mismatch for {ref.name}@{child_digest} listed in {ref.normalized}"
                 )
             if child_type in INDEX_TYPES:
-                raise UnsupportedManifest(
-                    f"{ref.normalized}: nested image indexes are not followed"
-                )
-            if len(entries) == 1 or marked or _has_model_config(child_raw):
+                raise UnsupportedManifest(f"{ref.normalized}: an image index inside an index")
+            if decided or has_model_config(child_raw):
                 return Manifest(child_raw, child_digest, child_type, index_digest=digest)
-        raise UnsupportedManifest(
-            f"{ref.normalized}: none of the {len(entries)} manifests in the image index is a model"
-        )
+        raise UnsupportedManifest(f"{ref.normalized}: no manifest in the image index is a model")
 
     # Blobs
 
@@ -475,17 +394,6 @@ class RegistryClient:
         from modelrunner.core.distribution.push import push_model
 
         return await push_model(self, store, source, target, on_progress=on_progress)
-
-
-_MODEL_ARTIFACT_TYPES = frozenset({media_types.CNCF_MANIFEST_ARTIFACT, *media_types.CONFIG_TYPES})
-
-
-def _has_model_config(raw: bytes) -> bool:
-    try:
-        config = json.loads(raw).get("config") or {}
-        return config.get("mediaType") in media_types.CONFIG_TYPES
-    except (ValueError, AttributeError):
-        return False
 
 
 async def _read_limited(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
