@@ -10,8 +10,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from yarl import URL
 
-from modelrunner.core.distribution.auth import AuthenticationRequired, parse_challenge
+from modelrunner.core.distribution.auth import (
+    AuthenticationRequired,
+    RegistryError,
+    check_realm,
+    parse_challenge,
+)
 from modelrunner.core.distribution.credentials import CredentialStore, registry_key
 from modelrunner.core.distribution.registry import RegistryClient
 from modelrunner.core.references import parse_reference
@@ -222,3 +228,23 @@ async def test_token_login_with_a_wrong_password_is_refused(
         await client.login(token_registry.host, "alice", "wrong")
     assert caught.value.status == 401
     assert not client.credentials.login_file.exists()
+
+
+async def test_token_realms_that_leak_or_reach_inward_are_refused() -> None:
+    public = URL("https://93.184.216.34")
+    with pytest.raises(RegistryError, match="plain-http token realm"):
+        await check_realm(public, "http://93.184.216.34/token")
+    with pytest.raises(RegistryError, match="local network"):
+        await check_realm(public, "https://127.0.0.1/token")
+    with pytest.raises(RegistryError, match="local network"):
+        await check_realm(public, "https://10.0.0.1/token")
+    with pytest.raises(RegistryError, match="unusable token realm"):
+        await check_realm(public, "file:///etc/passwd")
+    assert await check_realm(public, "https://93.184.216.35/token") == URL(
+        "https://93.184.216.35/token"
+    )
+    # A loopback registry may use a loopback token service (our fixtures do).
+    local = URL("http://127.0.0.1:5000")
+    assert await check_realm(local, "http://127.0.0.1:5001/token") == URL(
+        "http://127.0.0.1:5001/token"
+    )
