@@ -1,17 +1,31 @@
-"""RunnerPool: the single owner of running LlamaServers; loads a model on demand and reuses it."""
+"""RunnerPool: the single owner of running LlamaServers; carries out the Scheduler's decisions.
+
+A request leases a runner (`async with pool.lease(reference) as runner:`): the pool asks the pure
+`Scheduler` what to do with a snapshot of its runners and of free memory, and does it: serve, join
+a load, queue for a slot, stop least recently used idle runners and start, or refuse. Idle runners
+stop when their keep-alive runs out; a runner whose llama-server dies is reported crashed and is
+reloaded by the next request.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from modelrunner.core.errors import CoreError
+from modelrunner.core.errors import CoreError, InsufficientMemory, RunnerBusy, RunnerFailed
 from modelrunner.core.event_bus import EventBus
-from modelrunner.core.events import EngineBuildProgressed, EngineReady, RunnerStateChanged
+from modelrunner.core.events import (
+    EngineBuildProgressed,
+    EngineReady,
+    RunnerEvicted,
+    RunnerStateChanged,
+)
 from modelrunner.core.inference.configure import RunnerConfigs
 from modelrunner.core.inference.llama_build import (
     BuildProgress,
@@ -21,11 +35,45 @@ from modelrunner.core.inference.llama_build import (
 from modelrunner.core.inference.llama_server import (
     BundleLike,
     LlamaServer,
+    build_argv,
     sweep_stale_runtime_dirs,
 )
+from modelrunner.core.inference.memory import estimate_for_argv
 from modelrunner.core.inference.process import ProcessState
+from modelrunner.core.inference.runners import Lease, Prepared, RunnerEntry, RunnerInfo
+from modelrunner.core.inference.scheduler import (
+    Busy,
+    EvictionPreview,
+    Join,
+    Need,
+    Queue,
+    Refuse,
+    Request,
+    Resources,
+    RunnerState,
+    RunnerView,
+    Scheduler,
+    Serve,
+    Start,
+    Wait,
+    expired,
+    next_expiry,
+    preview,
+)
 from modelrunner.core.inference.upstream import UpstreamClient
 from modelrunner.core.settings import Settings
+from modelrunner.core.system.gpu import GpuSampler
+from modelrunner.core.system.host import HostSampler
+
+__all__ = ["Lease", "RunnerInfo", "RunnerPool", "StoreLike"]
+
+
+def _env_number(name: str, default: float) -> float:
+    """A number from the environment (until Settings carries these fields)."""
+    try:
+        return float(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
 
 
 class StoredModelLike(Protocol):
@@ -41,24 +89,29 @@ class StoreLike(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class RunnerInfo:
-    """A snapshot of one runner, for status displays and the API."""
+class Limits:
+    """The pool's scheduling knobs."""
 
-    model_id: str
-    reference: str
-    """The reference of the request that loaded it."""
-    state: str
-    """A ProcessState value: "starting", "ready", "stopping", "stopped" or "failed"."""
-    pid: int | None
-    socket: str
-    started_at: float | None
-    """Unix seconds."""
-    last_used: float
-    """Unix seconds of the last acquire."""
+    max_runners: int
+    idle_timeout: float
+    """Seconds an idle runner stays loaded unless its keep_alive says otherwise."""
+    queue_limit: int
+    """Requests that may wait for a slot of one busy runner."""
+    queue_timeout: float
+    """Seconds a request waits for a slot, or for room to load, before a 503."""
+
+    @classmethod
+    def from_environment(cls) -> Limits:
+        return cls(
+            max_runners=int(_env_number("MODELRUNNER_MAX_RUNNERS", 4)),
+            idle_timeout=_env_number("MODELRUNNER_IDLE_TIMEOUT", 300.0),
+            queue_limit=int(_env_number("MODELRUNNER_QUEUE_LIMIT", 32)),
+            queue_timeout=_env_number("MODELRUNNER_QUEUE_TIMEOUT", 300.0),
+        )
 
 
 class RunnerPool:
-    """Starts at most one llama-server per stored model, on first use, and keeps it for reuse."""
+    """Starts llama-servers on demand within the runner limit and free memory; reuses, evicts."""
 
     def __init__(
         self,
@@ -67,17 +120,38 @@ class RunnerPool:
         bus: EventBus,
         *,
         stop_grace: float = 5.0,
+        limits: Limits | None = None,
+        memory_budget: int | None = None,
+        host: HostSampler | None = None,
+        gpu: GpuSampler | None = None,
     ) -> None:
+        """Args:
+        limits: Runner limit, idle timeout, queue bound and timeout (default: environment).
+        memory_budget: Bytes of RAM the runners may use in total (default: all of it).
+        host, gpu: Samplers for free memory (tests inject fakes).
+        """
         self.settings = settings
         self.store = store
         self.bus = bus
         self.stop_grace = stop_grace
+        self.limits = limits or Limits.from_environment()
+        self.scheduler = Scheduler(
+            max_runners=self.limits.max_runners,
+            queue_limit=self.limits.queue_limit,
+            memory_check=settings.runtime_memory_check,
+        )
+        self.memory_budget = memory_budget
+        self.host = host or HostSampler()
+        self.gpu = gpu or GpuSampler()
         self.upstream = UpstreamClient()
         """The HTTP client for every runner of this pool."""
         self.configs = RunnerConfigs()
         """`_configure`d configs runners start with (context size, flags, draft model)."""
-        self._runners: dict[str, LlamaServer] = {}
-        self._loads: dict[str, asyncio.Task[LlamaServer]] = {}
+        self._runners: dict[str, RunnerEntry] = {}
+        self._prepared: dict[str, asyncio.Task[Prepared]] = {}
+        self._changed = asyncio.Event()
+        self._no_gpu = False
+        self._idle_task: asyncio.Task[None] | None = None
         self._engine: LlamaServerBinary | None = None
         self._engine_lock = asyncio.Lock()
         self._closed = False
@@ -97,121 +171,327 @@ class RunnerPool:
                 )
             return self._engine
 
+    # -- leasing ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, reference: str, *, keep_alive: float | None = None
+    ) -> AsyncIterator[LlamaServer]:
+        """Hold a slot of a ready runner for `reference` while the block runs.
+
+        Args:
+            keep_alive: Seconds the runner stays loaded once idle (0: unload after this request,
+                negative: never); None keeps what it had (the idle timeout by default).
+
+        Raises:
+            ModelNotFound, EngineUnavailable, RunnerFailed: As `acquire`.
+            RunnerBusy: Every slot is taken and the queue is full, or no slot freed in time.
+            InsufficientMemory: The model cannot fit (with the memory check on).
+        """
+        held = await self.checkout(reference, keep_alive=keep_alive)
+        try:
+            yield held.runner
+        except RunnerFailed as error:
+            clearer = await held.explain(error)
+            if clearer is error:
+                raise
+            raise clearer from error
+        finally:
+            held.release()
+
+    async def checkout(self, reference: str, *, keep_alive: float | None = None) -> Lease:
+        """A lease on a runner for `reference`; the caller must `release()` it (e.g. after
+        streaming a response). `lease()` is the context-manager form."""
+        entry = await self._admit(reference, counted=True, keep_alive=keep_alive)
+        assert entry.server is not None
+        return Lease(entry.server, entry, self._release)
+
     async def acquire(self, reference: str) -> LlamaServer:
         """A ready runner for `reference`, starting one if needed; concurrent callers share a load.
+
+        Unlike `lease`, the request is not counted in flight: the runner may be evicted under it.
 
         Raises:
             ModelNotFound: No stored model matches `reference`.
             EngineUnavailable: There is no llama-server and none could be built.
             RunnerFailed: llama-server failed to start.
+            InsufficientMemory: The model cannot fit (with the memory check on).
         """
+        entry = await self._admit(reference, counted=False, keep_alive=None)
+        assert entry.server is not None
+        return entry.server
+
+    async def _admit(
+        self, reference: str, *, counted: bool, keep_alive: float | None
+    ) -> RunnerEntry:
         if self._closed:
             raise CoreError("the runner pool is closed")
+        self._ensure_idle_task()
         model = await asyncio.to_thread(self.store.get, reference)
-        runner = self._runners.get(model.id)
-        if runner is not None and runner.ready:
-            runner.last_used = time.time()
-            return runner
-        load = self._loads.get(model.id)
-        if load is None or load.done():
-            load = asyncio.create_task(self._load(model.id, reference))
-            self._loads[model.id] = load
-            load.add_done_callback(self._forget_load)
+        key = model.id
+        deadline = time.monotonic() + self.limits.queue_timeout
+        while True:
+            if self._closed:
+                raise CoreError("the runner pool is closed")
+            current = self._runners.get(key)
+            prepared: Prepared | None = None
+            if current is None or current.state is RunnerState.CRASHED:
+                prepared = await self._prepare(key)
+            resources = await self._resources()
+            request = Request(key, reference, prepared.need if prepared else Need())
+            decision = self.scheduler.decide(request, self._views(), resources)
+            entry = self._runners.get(key)
+            if isinstance(decision, Serve) or (isinstance(decision, Queue) and not counted):
+                assert entry is not None
+                entry.take(counted, keep_alive, self._publish)
+                return entry
+            if isinstance(decision, Join):
+                assert entry is not None
+                assert entry.load is not None
+                await self._join(entry.load, reference)
+            elif isinstance(decision, Start):
+                if prepared is not None:
+                    self._start(key, reference, prepared, decision.evict)
+            elif isinstance(decision, Busy):
+                raise RunnerBusy(f"{reference} is busy: {decision.waiting} requests waiting")
+            elif isinstance(decision, Refuse):
+                raise InsufficientMemory(decision.message)
+            elif isinstance(decision, Queue):
+                assert entry is not None
+                entry.waiting += 1
+                try:
+                    await self._wait_for_change(deadline, f"{reference} is busy", entry)
+                finally:
+                    entry.waiting -= 1
+            elif isinstance(decision, Wait):
+                await self._wait_for_change(deadline, f"cannot load {reference}: {decision.reason}")
+
+    async def _wait_for_change(
+        self, deadline: float, what: str, entry: RunnerEntry | None = None
+    ) -> None:
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            await asyncio.wait_for(self._changed.wait(), remaining)
+        except TimeoutError:
+            waiting = f": {entry.waiting} requests waiting" if entry is not None else ""
+            raise RunnerBusy(
+                f"{what}{waiting} (nothing freed up within {self.limits.queue_timeout:g} s)"
+            ) from None
+
+    async def _join(self, load: asyncio.Task[LlamaServer], reference: str) -> None:
         try:
             # Shielded: a caller that gives up (client disconnect) does not abort others' load.
-            runner = await asyncio.shield(load)
+            await asyncio.shield(load)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if load.cancelled() and current is not None and current.cancelling() == 0:
-                raise CoreError(f"the runner pool closed while loading {reference}") from None
+                how = "closed" if self._closed else "unloaded it"
+                raise CoreError(f"the runner pool {how} while loading {reference}") from None
             raise
-        runner.last_used = time.time()
-        return runner
 
-    async def _load(self, model_id: str, reference: str) -> LlamaServer:
-        previous = self._runners.pop(model_id, None)
-        if previous is not None:  # it died: clean it up before starting again
-            await self._stop(previous)
-        binary = await self.engine()
+    def _release(self, entry: RunnerEntry) -> None:
+        entry.give_back(self._publish)
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake everyone waiting for a slot, for room, or for the next idle deadline."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # -- snapshot --------------------------------------------------------------------------
+
+    def _views(self) -> list[RunnerView]:
+        return [entry.view(self.limits.idle_timeout) for entry in self._runners.values()]
+
+    async def _resources(self) -> Resources:
+        held = sum((e.need for e in self._runners.values() if e.holds_memory), Need())
+        ram_free = self.host.ram_available()
+        ceiling = self.memory_budget if self.memory_budget is not None else self.host.ram_total()
+        ram_free = min(ram_free, ceiling - held.ram_bytes)
+        vram_free: int | None = None
+        if not self._no_gpu:
+            sample = await self.gpu.read()
+            self._no_gpu = not sample.gpus
+            if sample.memory_free is not None:
+                # Loading runners have not allocated yet: count what they will take.
+                loading = sum(
+                    e.need.vram_bytes
+                    for e in self._runners.values()
+                    if e.state is RunnerState.STARTING
+                )
+                vram_free = max(0, sample.memory_free - loading)
+        return Resources(max(0, ram_free), vram_free)
+
+    async def preview(self, reference: str) -> EvictionPreview:
+        """What a request for `reference` would do now, without doing it (for the API and TUI)."""
+        model = await asyncio.to_thread(self.store.get, reference)
+        current = self._runners.get(model.id)
+        prepared = None
+        if current is None or current.state is RunnerState.CRASHED:
+            prepared = await self._prepare(model.id)
+        resources = await self._resources()
+        request = Request(model.id, reference, prepared.need if prepared else Need())
+        views = self._views()
+        return preview(self.scheduler.decide(request, views, resources), request, views, resources)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    async def _prepare(self, model_id: str) -> Prepared:
+        """The bundle, config and memory need of a model; shared by concurrent requests."""
+        task = self._prepared.get(model_id)
+        if task is None:
+            task = asyncio.create_task(self._read_model(model_id))
+            self._prepared[model_id] = task
+        try:
+            return await asyncio.shield(task)
+        except BaseException:
+            if task.done() and self._prepared.get(model_id) is task:
+                del self._prepared[model_id]
+            raise
+
+    async def _read_model(self, model_id: str) -> Prepared:
         bundle = await asyncio.to_thread(self.store.bundle, model_id)
         config = self.configs.get(model_id)
         draft = None
         if config is not None and config.speculative is not None:
             draft = await asyncio.to_thread(self.store.bundle, config.speculative.draft_model)
-        runner = LlamaServer(
-            binary.path,
-            bundle,
-            model_id=model_id,
-            reference=reference,
-            llama_args=self.settings.llama_args,
-            log_file=self._log_file(model_id),
-            on_state=self._publish_state,
-            config=config,
-            draft=draft,
-        )
-        self._runners[model_id] = runner
+        if not self._no_gpu:
+            self._no_gpu = not (await self.gpu.read()).gpus
+        argv = build_argv(
+            Path("llama-server"), bundle, Path("/"), self.settings.llama_args,
+            config=config, draft=draft,
+        )  # fmt: skip
         try:
-            await runner.start(self.settings.load_timeout)
-        except BaseException:
-            self._runners.pop(model_id, None)
-            raise
-        return runner
+            estimate = await asyncio.to_thread(
+                estimate_for_argv, bundle.gguf, argv, mmproj=bundle.mmproj, gpu=not self._no_gpu
+            )
+        except CoreError:
+            estimate = None  # not a readable GGUF: llama-server will say more
+        return Prepared(bundle, config, draft, estimate)
 
-    def _forget_load(self, load: asyncio.Task[LlamaServer]) -> None:
-        for model_id, current in list(self._loads.items()):
-            if current is load:
-                del self._loads[model_id]
+    def _start(self, key: str, reference: str, prepared: Prepared, evict: Sequence[str]) -> None:
+        victims = [self._runners.pop(k) for k in evict if k in self._runners]
+        for victim in victims:
+            reason = "limit" if victim.need == Need() else "memory"
+            self.bus.publish(RunnerEvicted(victim.model_id, victim.reference, reason, reference))
+        replaced = self._runners.get(key)
+        entry = RunnerEntry(key, reference, prepared)
+        self._runners[key] = entry
+        entry.load = asyncio.create_task(self._load(entry, prepared, replaced, victims))
+        entry.load.add_done_callback(lambda load: self._loaded(entry, load))
+
+    async def _load(
+        self,
+        entry: RunnerEntry,
+        prepared: Prepared,
+        replaced: RunnerEntry | None,
+        victims: Sequence[RunnerEntry],
+    ) -> LlamaServer:
+        stopping = [*victims, *([replaced] if replaced is not None else [])]
+        await asyncio.gather(*(self._stop(victim) for victim in stopping))
+        binary = await self.engine()
+        server = LlamaServer(
+            binary.path,
+            prepared.bundle,
+            model_id=entry.model_id,
+            reference=entry.reference,
+            llama_args=self.settings.llama_args,
+            log_file=self._log_file(entry.model_id),
+            on_state=lambda _server, state: self._process_state(entry, state),
+            config=prepared.config,
+            draft=prepared.draft,
+        )
+        entry.attach(server)
+        await server.start(self.settings.load_timeout)
+        return server
+
+    def _loaded(self, entry: RunnerEntry, load: asyncio.Task[LlamaServer]) -> None:
+        if self._prepared.get(entry.model_id) is not None:
+            del self._prepared[entry.model_id]
+        if (load.cancelled() or load.exception() is not None) and self._runners.get(
+            entry.model_id
+        ) is entry:
+            del self._runners[entry.model_id]
+        self._notify()
 
     def _log_file(self, model_id: str) -> Path:
-        return (
-            self.settings.state_dir
-            / "logs"
-            / f"llama-server-{model_id.removeprefix('sha256:')[:12]}.log"
+        name = f"llama-server-{model_id.removeprefix('sha256:')[:12]}.log"
+        return self.settings.state_dir / "logs" / name
+
+    def _process_state(self, entry: RunnerEntry, state: ProcessState) -> None:
+        detail = entry.process_state(state)
+        self._publish(entry, detail)
+        if entry.state is RunnerState.CRASHED:
+            self._notify()
+
+    def _publish(self, entry: RunnerEntry, detail: str = "") -> None:
+        self.bus.publish(
+            RunnerStateChanged(entry.model_id, entry.reference, entry.state.value, detail)
         )
 
-    def _publish_state(self, runner: LlamaServer, state: ProcessState) -> None:
-        self.bus.publish(RunnerStateChanged(runner.model_id, runner.reference, state.value))
+    # -- status and stopping -----------------------------------------------------------------
 
     def get(self, model_id: str) -> LlamaServer | None:
-        """The runner of a model, if one is loaded or loading."""
-        return self._runners.get(model_id)
+        """The llama-server of a model, if one is loaded or loading."""
+        entry = self._runners.get(model_id)
+        return None if entry is None else entry.server
 
     def running(self) -> list[RunnerInfo]:
-        """Every runner the pool holds, oldest first."""
-        return [
-            RunnerInfo(
-                model_id=runner.model_id,
-                reference=runner.reference,
-                state=runner.state.value,
-                pid=runner.pid,
-                socket=str(runner.socket_path),
-                started_at=runner.started_at,
-                last_used=runner.last_used,
-            )
-            for runner in self._runners.values()
-        ]
+        """Every runner the pool holds (loading, loaded or crashed), oldest first."""
+        return [entry.info() for entry in self._runners.values()]
 
-    async def unload(self, model_ids: Sequence[str] | None = None) -> int:
-        """Stop the runners of `model_ids` (all when None); return how many were stopped."""
-        wanted = (
-            list(self._runners)
-            if model_ids is None
-            else [m for m in model_ids if m in self._runners]
-        )
-        runners = [self._runners.pop(model_id) for model_id in wanted]
-        await asyncio.gather(*(self._stop(runner) for runner in runners))
-        return len(runners)
+    async def unload(
+        self, model_ids: Sequence[str] | None = None, *, include_busy: bool = True
+    ) -> int:
+        """Stop the runners of `model_ids` (all when None); return how many were stopped.
 
-    async def _stop(self, runner: LlamaServer) -> None:
-        await self.upstream.forget(runner)
-        await runner.stop(self.stop_grace)
+        With `include_busy=False` runners serving or loading are left alone (DMR's unload);
+        otherwise their requests fail with "was unloaded".
+        """
+        wanted = list(self._runners) if model_ids is None else list(model_ids)
+        entries = [self._runners[key] for key in wanted if key in self._runners]
+        if not include_busy:
+            entries = [e for e in entries if e.in_use == 0 and e.state is not RunnerState.STARTING]
+        for entry in entries:
+            del self._runners[entry.model_id]
+        await asyncio.gather(*(self._stop(entry) for entry in entries))
+        self._notify()
+        return len(entries)
+
+    async def _stop(self, entry: RunnerEntry) -> None:
+        if entry.load is not None and not entry.load.done():
+            entry.load.cancel()
+            await asyncio.gather(entry.load, return_exceptions=True)
+        if entry.server is not None:
+            await self.upstream.forget(entry.server)
+            await entry.server.stop(self.stop_grace)
+
+    def _ensure_idle_task(self) -> None:
+        if self._idle_task is None or self._idle_task.done():
+            self._idle_task = asyncio.create_task(self._expire_idle())
+
+    async def _expire_idle(self) -> None:
+        """Stop idle runners whose keep-alive ran out; sleep until the next one would."""
+        while not self._closed:
+            changed = self._changed
+            now = time.time()
+            for key in expired(self._views(), now, self.limits.idle_timeout):
+                entry = self._runners.pop(key)
+                self.bus.publish(RunnerEvicted(entry.model_id, entry.reference, "idle"))
+                await self._stop(entry)
+            soonest = next_expiry(self._views(), self.limits.idle_timeout)
+            timeout = None if soonest is None else max(0.0, soonest - time.time()) + 0.01
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout)
 
     async def close(self) -> None:
         """Stop every llama-server, including ones still loading, and close the HTTP client."""
         self._closed = True
-        loads = list(self._loads.values())
-        for load in loads:
-            load.cancel()
-        await asyncio.gather(*loads, return_exceptions=True)
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+            await asyncio.gather(self._idle_task, return_exceptions=True)
         await self.unload()
         await self.upstream.close()
+        self.gpu.close()

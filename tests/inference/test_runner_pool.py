@@ -105,7 +105,7 @@ async def test_a_dead_runner_is_restarted_on_next_acquire(pool: RunnerPool) -> N
     old_pid = runner.pid
     assert old_pid is not None
     os.kill(old_pid, signal.SIGKILL)
-    await wait_until(lambda: pool.running()[0].state == "failed")
+    await wait_until(lambda: pool.running()[0].state == "crashed")
     restarted = await pool.acquire("ai/smollm2")
     assert restarted.ready
     assert restarted.pid not in (None, old_pid)

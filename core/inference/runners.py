@@ -1,0 +1,196 @@
+"""The pool's record of each runner (state, requests in flight, keep-alive), Lease, RunnerInfo."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from modelrunner.core.errors import RunnerFailed
+from modelrunner.core.inference.configure import COMPLETION, RunnerConfig
+from modelrunner.core.inference.llama_server import BundleLike, LlamaServer
+from modelrunner.core.inference.memory import DEFAULT_SLOTS, MemoryEstimate, runner_slots
+from modelrunner.core.inference.process import ProcessState
+from modelrunner.core.inference.scheduler import Need, RunnerState, RunnerView
+
+_PROCESS_STATES = {
+    ProcessState.STARTING: RunnerState.STARTING,
+    ProcessState.READY: RunnerState.READY,
+    ProcessState.STOPPING: RunnerState.STOPPING,
+    ProcessState.STOPPED: RunnerState.STOPPED,
+    ProcessState.FAILED: RunnerState.CRASHED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerInfo:
+    """A snapshot of one runner, for status displays and the API (`/engines/ps`)."""
+
+    model_id: str
+    reference: str
+    """The reference of the request that loaded it."""
+    state: str
+    """A RunnerState value: starting, ready, busy, idle, stopping, stopped or crashed."""
+    pid: int | None
+    socket: str
+    started_at: float | None
+    """Unix seconds."""
+    last_used: float
+    """Unix seconds when a request last took or gave back the runner."""
+    in_use: int = 0
+    """Requests in flight."""
+    loading: bool = False
+    keep_alive: float | None = None
+    """Seconds it stays loaded once idle, if set (0: unload when idle, negative: never)."""
+    mode: str = COMPLETION
+    memory_bytes: int = 0
+    """Estimated RAM + GPU memory (0 when the GGUF could not be read)."""
+    slots: int = DEFAULT_SLOTS
+    """Requests llama-server serves at once."""
+    waiting: int = 0
+    """Requests queued for a slot."""
+    detail: str = ""
+    """Why it crashed, when it did."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What starting a model needs, read once: its bundle, config, draft and memory estimate."""
+
+    bundle: BundleLike
+    config: RunnerConfig | None
+    draft: BundleLike | None
+    estimate: MemoryEstimate | None
+
+    @property
+    def need(self) -> Need:
+        if self.estimate is None:
+            return Need()
+        return Need(self.estimate.ram_bytes, self.estimate.vram_bytes)
+
+
+Publish = Callable[["RunnerEntry"], None]
+
+
+class RunnerEntry:
+    """One runner as the pool tracks it, from the decision to start it until it is stopped."""
+
+    def __init__(self, model_id: str, reference: str, prepared: Prepared) -> None:
+        self.model_id = model_id
+        self.reference = reference
+        self.need = prepared.need
+        self.server: LlamaServer | None = None
+        self.load: asyncio.Task[LlamaServer] | None = None
+        self.state = RunnerState.STARTING
+        self.in_use = 0
+        self.waiting = 0
+        self.slots = DEFAULT_SLOTS
+        self.last_used = time.time()
+        self.keep_alive = prepared.config.keep_alive if prepared.config is not None else None
+        self.detail = ""
+
+    @property
+    def holds_memory(self) -> bool:
+        return self.state is not RunnerState.CRASHED
+
+    def attach(self, server: LlamaServer) -> None:
+        self.server = server
+        self.slots = runner_slots(server.argv)
+
+    def process_state(self, state: ProcessState) -> str:
+        """Follow llama-server's process state; returns the detail to publish with it."""
+        new = _PROCESS_STATES[state]
+        if new is RunnerState.READY and self.in_use:
+            new = RunnerState.BUSY
+        self.state = new
+        if new is RunnerState.CRASHED and self.server is not None:
+            status = self.server.process.returncode
+            tail = "\n".join(self.server.tail(5))
+            self.detail = f"llama-server exited with status {status}" + (
+                f":\n{tail}" if tail else ""
+            )
+            return self.detail
+        return ""
+
+    def take(self, counted: bool, keep_alive: float | None, publish: Publish) -> None:
+        """A request starts using the runner."""
+        self.last_used = time.time()
+        if keep_alive is not None:
+            self.keep_alive = keep_alive
+        if counted:
+            self.in_use += 1
+            if self.state in (RunnerState.READY, RunnerState.IDLE):
+                self.state = RunnerState.BUSY
+                publish(self)
+
+    def give_back(self, publish: Publish) -> None:
+        """A request is done with the runner."""
+        self.in_use = max(0, self.in_use - 1)
+        self.last_used = time.time()
+        if self.in_use == 0 and self.state is RunnerState.BUSY:
+            self.state = RunnerState.IDLE
+            publish(self)
+
+    def view(self, idle_timeout: float) -> RunnerView:
+        """What the scheduler needs to know of this runner."""
+        return RunnerView(
+            key=self.model_id,
+            name=self.reference,
+            state=self.state,
+            in_use=self.in_use,
+            slots=self.slots,
+            waiting=self.waiting,
+            last_used=self.last_used,
+            need=self.need if self.holds_memory else Need(),
+            keep_alive=self.keep_alive,
+        )
+
+    def info(self) -> RunnerInfo:
+        server = self.server
+        return RunnerInfo(
+            model_id=self.model_id,
+            reference=self.reference,
+            state=self.state.value,
+            pid=server.pid if server is not None else None,
+            socket=str(server.socket_path) if server is not None else "",
+            started_at=server.started_at if server is not None else None,
+            last_used=self.last_used,
+            in_use=self.in_use,
+            loading=self.state is RunnerState.STARTING,
+            keep_alive=self.keep_alive,
+            mode=server.mode if server is not None else COMPLETION,
+            memory_bytes=self.need.ram_bytes + self.need.vram_bytes,
+            slots=self.slots,
+            waiting=self.waiting,
+            detail=self.detail,
+        )
+
+
+class Lease:
+    """A slot of a runner held by one request; `release()` gives it back (idempotent)."""
+
+    def __init__(
+        self, runner: LlamaServer, entry: RunnerEntry, on_release: Callable[[RunnerEntry], None]
+    ) -> None:
+        self.runner = runner
+        self._entry = entry
+        self._on_release = on_release
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._on_release(self._entry)
+
+    async def explain(self, error: RunnerFailed) -> RunnerFailed:
+        """A clearer error when the request failed because llama-server died under it."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.runner.process.wait(), 1.0)
+        if self.runner.process.alive or self._entry.state is not RunnerState.CRASHED:
+            return error
+        return RunnerFailed(
+            f"llama-server for {self.runner.reference} crashed while serving this request "
+            f"({self._entry.detail or 'no exit status'}); the next request reloads it"
+        )
