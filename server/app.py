@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from modelrunner.core.errors import CoreError
-from modelrunner.server import models_routes, openai_routes
+from modelrunner.server import engines_routes, models_routes, openai_routes
 from modelrunner.server.errors import (
     ApiError,
     handle_api_error,
@@ -72,6 +72,7 @@ def build_app(runner: ModelRunner, *, manage_runner: bool = True) -> Starlette:
         Route("/version", get_version, methods=["GET"]),
         *models_routes.routes(),
         *openai_routes.routes(),
+        *engines_routes.routes(runner.settings),
     ]
     app = Starlette(
         routes=table,

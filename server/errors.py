@@ -46,7 +46,13 @@ class ApiError(Exception):
 
 
 def wants_openai_errors(path: str) -> bool:
-    """Whether errors on this path use the OpenAI envelope rather than plain text."""
+    """Whether errors on this path use the OpenAI envelope rather than plain text.
+
+    DMR's engine admin routes (/engines/status, ps, unload, [{backend}/]_configure) answer
+    plain text; only the OpenAI routes under /engines/ use the envelope.
+    """
+    if path.startswith("/engines/") and "/v1/" not in path + "/":
+        return False
     return path == "/v1" or path.startswith(OPENAI_PREFIXES)
 
 

@@ -293,6 +293,10 @@ class RunnerInfoLike(Protocol):
     def state(self) -> str: ...
 
 
+def _in_use(info: RunnerInfoLike) -> bool:
+    return info.state in BUSY_STATES or bool(getattr(info, "in_use", 0))
+
+
 class PoolLike(Protocol):
     """What configuring needs from RunnerPool."""
 
@@ -324,7 +328,7 @@ async def apply_configure(
         await resolve(request.config.speculative.draft_model)
     if configs.get(model_id, request.mode) == request.config:
         return False
-    if any(i.model_id == model_id and i.state in BUSY_STATES for i in pool.running()):
+    if any(i.model_id == model_id and _in_use(i) for i in pool.running()):
         raise Conflict(f"runner already active: {request.model} is loading or serving a request")
     await pool.unload([model_id])
     return configs.set(model_id, request)

@@ -1,0 +1,239 @@
+"""DMR's engine routes on real llama-servers: status, ps, unload, _configure, /metrics."""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelrunner.core.inference.configure import ConfigEntry, ConfigureRequest, apply_configure
+from modelrunner.core.inference.metrics import EngineMetrics, exposition
+from modelrunner.core.runner import ModelRunner
+from modelrunner.core.settings import Settings
+from modelrunner.server.app import build_app
+from tests.server.conftest import BASE_URL
+
+pytestmark = pytest.mark.llama
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "temperature": 0}
+
+
+@dataclass(frozen=True)
+class BusyInfo:
+    """A runner serving a request, as the pool reports it."""
+
+    model_id: str
+    reference: str = "ai/tiny"
+    state: str = "busy"
+    last_used: float = 0.0
+    in_use: int = 1
+    loading: bool = False
+    keep_alive: float | None = 300.0
+    mode: str = "completion"
+
+
+class EngineRunner(ModelRunner):
+    """ModelRunner with the engine facade methods the routes call, built from core helpers."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.metrics = EngineMetrics()
+
+    async def _model_id(self, reference: str) -> str:
+        return (await self.find_model(reference)).id
+
+    async def configure(self, request: ConfigureRequest) -> None:
+        await apply_configure(
+            request, resolve=self._model_id, pool=self.pool, configs=self.pool.configs
+        )
+
+    async def configurations(self, reference: str | None = None) -> list[ConfigEntry]:
+        model_id = None if reference is None else await self._model_id(reference)
+        stored = {model.id for model in await self.list_models()}
+        return [e for e in self.pool.configs.entries(model_id) if e.model_id in stored]
+
+    async def forget_configs(self, references: Sequence[str] | None = None) -> int:
+        ids = None if references is None else [await self._model_id(r) for r in references]
+        return self.pool.configs.forget(ids)
+
+    async def metrics_text(self) -> str:
+        infos = self.pool.running()
+        runners = [r for info in infos if (r := self.pool.get(info.model_id)) is not None]
+        states = collections.Counter(info.state for info in infos)
+        return await exposition(self.pool.upstream, runners, self.metrics, states)
+
+
+@pytest.fixture
+async def engine(settings: Settings, tiny_gguf: Path) -> AsyncIterator[EngineRunner]:
+    """A started runner with two tiny models: ai/tiny and ai/tiny2 (different IDs)."""
+    runner = EngineRunner(settings)
+    await runner.start()
+    await runner.package_model(tiny_gguf, "ai/tiny:latest", context_size=256)
+    await runner.package_model(tiny_gguf, "ai/tiny2:latest", context_size=384)
+    try:
+        yield runner
+    finally:
+        await runner.stop()
+
+
+@pytest.fixture
+async def api(engine: EngineRunner) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_app(engine, manage_runner=False))
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
+        yield http
+
+
+async def chat(api: httpx.AsyncClient, model: str) -> None:
+    response = await api.post("/engines/v1/chat/completions", json={**CHAT, "model": model})
+    assert response.status_code == 200, response.text
+
+
+def assert_plain_error(response: httpx.Response, status: int, words: str) -> None:
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("text/plain"), response.text
+    assert words in response.text
+
+
+async def test_status(api: httpx.AsyncClient) -> None:
+    response = await api.get("/engines/status")
+    assert response.status_code == 200
+    assert response.json()["llama.cpp"].startswith("Running: llama.cpp ")
+
+
+async def test_ps_lists_runners_in_dmr_shape_and_unload_stops_them(
+    api: httpx.AsyncClient,
+) -> None:
+    assert (await api.get("/engines/ps")).json() == []
+    await chat(api, "ai/tiny")
+    [entry] = (await api.get("/engines/ps")).json()
+    assert entry["backend_name"] == "llama.cpp"
+    assert entry["model_name"] == "ai/tiny"
+    assert entry["mode"] == "completion"
+    assert entry["last_used"].endswith("Z")
+    assert not entry["last_used"].startswith("0001")
+    assert "in_use" not in entry
+    assert "loading" not in entry
+    response = await api.post("/engines/unload", json={"models": ["ai/tiny"]})
+    assert response.json() == {"unloaded_runners": 1}
+    assert (await api.get("/engines/ps")).json() == []
+    await chat(api, "ai/tiny")
+    await chat(api, "ai/tiny2")
+    response = await api.post("/engines/unload", json={"all": True, "backend": "", "models": []})
+    assert response.json() == {"unloaded_runners": 2}
+
+
+async def test_unload_errors_are_plain_text(api: httpx.AsyncClient) -> None:
+    assert_plain_error(await api.post("/engines/unload", content=b"{"), 400, "invalid request")
+    response = await api.post("/engines/unload", json={"backend": "vllm", "models": ["ai/tiny"]})
+    assert_plain_error(response, 404, "backend not found")
+    response = await api.post("/engines/unload", json={"models": ["ai/missing"]})
+    assert_plain_error(response, 404, "not found")
+
+
+async def test_configure_validation(api: httpx.AsyncClient) -> None:
+    bad_flag = {"model": "ai/tiny", "runtime-flags": ["--log-file", "x"]}
+    assert_plain_error(await api.post("/engines/_configure", json=bad_flag), 400, "'--log-file'")
+    with_path = {"model": "ai/tiny", "raw-runtime-flags": "--grammar ../x"}
+    assert_plain_error(await api.post("/engines/_configure", json=with_path), 400, "paths")
+    bad_mode = {"model": "ai/tiny", "mode": "chat"}
+    assert_plain_error(await api.post("/engines/_configure", json=bad_mode), 400, "mode")
+    bad_json = await api.post("/engines/llama.cpp/_configure", content=b"[")
+    assert_plain_error(bad_json, 400, "not valid JSON")
+    missing = await api.post("/engines/_configure", json={"model": "ai/missing"})
+    assert_plain_error(missing, 404, "not found")
+    unknown = await api.post("/engines/vllm/_configure", json={"model": "ai/tiny"})
+    assert_plain_error(unknown, 404, "backend not found")
+
+
+async def test_configure_is_honoured_by_the_next_load(
+    api: httpx.AsyncClient, engine: EngineRunner
+) -> None:
+    await chat(api, "ai/tiny")
+    body = {"model": "ai/tiny", "context-size": 512, "runtime-flags": ["--threads", "1"],
+            "keep_alive": "10m"}  # fmt: skip
+    response = await api.post("/engines/llama.cpp/_configure", json=body)
+    assert response.status_code == 202
+    assert response.content == b""
+    assert engine.running() == []  # the idle runner stopped, to restart with the config
+    [entry] = (await api.get("/engines/_configure", params={"model": "ai/tiny"})).json()
+    assert entry["Model"] == "ai/tiny"
+    assert entry["Mode"] == "completion"
+    assert entry["Config"] == {"context-size": 512, "runtime-flags": ["--threads", "1"],
+                               "keep_alive": "10m0s"}  # fmt: skip
+    await chat(api, "ai/tiny")
+    model = await engine.get_model("ai/tiny")
+    runner = engine.pool.get(model.id)
+    assert runner is not None
+    assert runner.argv[runner.argv.index("--ctx-size") :][:4] == [
+        "--ctx-size", "512", "--threads", "1"]  # fmt: skip
+    props = await engine.pool.upstream.request(runner, "GET", "/props")
+    try:
+        assert json.loads(await props.read())["default_generation_settings"]["n_ctx"] == 512
+    finally:
+        await props.aclose()
+    # Unloading all forgets stored configs, as DMR's `all`.
+    await api.post("/engines/unload", json={"all": True})
+    assert (await api.get("/engines/_configure")).json() == []
+
+
+async def test_configure_refuses_a_busy_runner(
+    api: httpx.AsyncClient, engine: EngineRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = await engine.get_model("ai/tiny")
+    busy = BusyInfo(model.id)
+    monkeypatch.setattr(engine.pool, "running", lambda: [busy])
+    response = await api.post("/engines/_configure", json={"model": "ai/tiny", "context-size": 512})
+    assert_plain_error(response, 409, "runner already active")
+    [entry] = (await api.get("/engines/ps")).json()
+    assert entry["in_use"] is True
+    assert entry["last_used"] == "0001-01-01T00:00:00Z"
+    assert entry["keep_alive"] == "5m0s"
+    assert "loading" not in entry
+
+
+async def test_metrics_carry_per_model_series_for_two_models(api: httpx.AsyncClient) -> None:
+    await chat(api, "ai/tiny")
+    await chat(api, "ai/tiny2")
+    response = await api.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    prompt_tokens = families["llamacpp:prompt_tokens"]
+    assert prompt_tokens.type == "counter"
+    assert {s.labels["model"] for s in prompt_tokens.samples} == {"tiny", "tiny2"}
+    runners = {s.labels["state"]: s.value for s in families["modelrunner_runners"].samples}
+    assert runners == {"ready": 2}
+    assert response.text.count("# TYPE llamacpp:prompt_tokens_total ") == 1
+
+
+async def test_metrics_without_llama_metrics_are_ours_only(
+    settings: Settings, tiny_gguf: Path
+) -> None:
+    runner = EngineRunner(settings.with_changes(llama_args=("-ngl", "0")))
+    await runner.start()
+    try:
+        await runner.package_model(tiny_gguf, "ai/tiny:latest")
+        transport = httpx.ASGITransport(app=build_app(runner, manage_runner=False))
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
+            await chat(http, "ai/tiny")
+            response = await http.get("/metrics")
+    finally:
+        await runner.stop()
+    assert response.status_code == 200
+    families = {f.name for f in text_string_to_metric_families(response.text)}
+    assert "modelrunner_runners" in families
+    assert not any(name.startswith("llamacpp:") for name in families)
+
+
+async def test_disable_metrics_removes_the_route(settings: Settings) -> None:
+    runner = EngineRunner(settings.with_changes(disable_metrics=True))
+    transport = httpx.ASGITransport(app=build_app(runner, manage_runner=False))
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
+        response = await http.get("/metrics")
+    assert response.status_code == 404
