@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +14,9 @@ import pytest
 
 from modelrunner.core.store.store import ModelStore, StoredModel
 from tests.gguf_factory import write_tiny_gguf
+from tests.processes import free_port, stop, wait_until_ready
 
 TINY = "ai/tiny:latest"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -59,32 +49,15 @@ def start_api(tmp_path: Path, *, unix_socket: Path | None = None) -> ApiProcess:
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    api = ApiProcess(process, host, models, log)
     base_url = "http://localhost" if unix_socket else host
-    deadline = time.monotonic() + 30
     with httpx.Client(base_url=base_url, transport=transport, timeout=1) as http:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(f"the API exited early:\n{log.read_text()[-3000:]}")
-            try:
-                if http.get("/").status_code == 200:
-                    return api
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-    stop_api(api)
-    raise AssertionError(f"the API did not answer within 30 s:\n{log.read_text()[-3000:]}")
+        wait_until_ready(process, lambda: http.get("/").status_code == 200, log, what="the API")
+    return ApiProcess(process, host, models, log)
 
 
 def stop_api(api: ApiProcess) -> None:
-    """SIGTERM (which stops its llama-servers), then SIGKILL if it lingers."""
-    if api.process.poll() is None:
-        api.process.send_signal(signal.SIGTERM)
-        try:
-            api.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            api.process.kill()
-            api.process.wait()
+    """Stop the API process (and with it its llama-servers)."""
+    stop(api.process)
 
 
 @pytest.fixture

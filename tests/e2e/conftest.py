@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,15 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.processes import free_port, stop, wait_until_ready
 from tests.real_parts import REAL_CACHE_DIR, REAL_LLAMA_SERVER
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -61,29 +51,9 @@ def start_headless(tmp_path: Path, *, extra_env: dict[str, str] | None = None) -
     with log.open("wb") as sink:
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
     server = HeadlessServer(process, f"http://127.0.0.1:{port}", models, log, env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited early:\n{server.stderr()[-3000:]}")
-        try:
-            if httpx.get(f"{server.url}/models", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"the server did not answer within 60 s:\n{server.stderr()[-3000:]}")
-
-
-def stop(server: HeadlessServer) -> None:
-    """SIGTERM, then SIGKILL if it does not go."""
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+    answers = lambda: httpx.get(f"{server.url}/models", timeout=1).status_code == 200  # noqa: E731
+    wait_until_ready(process, answers, log, what="the headless server")
+    return server
 
 
 @pytest.fixture
@@ -95,4 +65,4 @@ def headless(tmp_path: Path) -> Iterator[HeadlessServer]:
     try:
         yield server
     finally:
-        stop(server)
+        stop(server.process)

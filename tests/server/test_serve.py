@@ -14,13 +14,7 @@ import httpx
 import pytest
 
 from modelrunner.server.serve import bind_unix_socket
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.processes import free_port
 
 
 def start(tmp_path: Path, **env: str) -> subprocess.Popen[bytes]:
