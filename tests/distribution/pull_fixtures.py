@@ -144,7 +144,7 @@ class FaultProxy:
     rate: float | None = None
     """Body bytes per second per response (None: as fast as possible)."""
     stall_after: int | None = None
-    """Stop relaying the next blob body after this many bytes (once), keeping the socket open."""
+    """Stop relaying the first blob body to pass this many bytes (once), keeping it open."""
     corrupt: str | None = None
     """Flip the first body byte of every GET of this blob digest."""
     requests: list[ProxiedRequest] = field(default_factory=list)
@@ -219,15 +219,14 @@ class FaultProxy:
         blob_body: bool,
     ) -> None:
         started = time.monotonic()
-        stall_at = self.stall_after if blob_body else None
-        if stall_at is not None:
-            self.stall_after = None
         first = True
         while chunk := await up_r.read(64 << 10):
             if blob_body and self.corrupt and self.corrupt in record.path and first:
                 chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
             first = False
-            if stall_at is not None and record.sent + len(chunk) > stall_at:
+            stall_at = self.stall_after
+            if blob_body and stall_at is not None and record.sent + len(chunk) > stall_at:
+                self.stall_after = None
                 chunk = chunk[: stall_at - record.sent]
                 client_w.write(chunk)
                 record.sent += len(chunk)
