@@ -1,0 +1,143 @@
+"""GpuSampler with a fake NVML (two GPUs, runner pids) and with the real pynvml (no GPU here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+from modelrunner.core.system.gpu import GpuSampler
+
+GiB = 1 << 30
+
+
+class FakeNVMLError(Exception):
+    pass
+
+
+class FakeLibraryNotFound(FakeNVMLError):
+    pass
+
+
+class FakeNotSupported(FakeNVMLError):
+    pass
+
+
+@dataclass
+class FakeGpu:
+    name: str | bytes
+    total: int
+    used: int
+    utilization: int | None
+    compute: list[tuple[int, int | None]]
+    graphics: list[tuple[int, int | None]]
+
+
+class FakeNVML:
+    """The pynvml functions GpuSampler calls, over canned GPUs."""
+
+    NVMLError = FakeNVMLError
+    NVMLError_LibraryNotFound = FakeLibraryNotFound
+
+    def __init__(self, gpus: list[FakeGpu], *, missing: bool = False) -> None:
+        self.gpus = gpus
+        self.missing = missing
+        self.inits = 0
+        self.shutdowns = 0
+
+    def nvmlInit(self) -> None:
+        if self.missing:
+            raise FakeLibraryNotFound("NVML Shared Library Not Found")
+        self.inits += 1
+
+    def nvmlShutdown(self) -> None:
+        self.shutdowns += 1
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:
+        return self.gpus[index]
+
+    def nvmlDeviceGetName(self, gpu: FakeGpu) -> str | bytes:
+        return gpu.name
+
+    def nvmlDeviceGetMemoryInfo(self, gpu: FakeGpu) -> Any:
+        return SimpleNamespace(total=gpu.total, used=gpu.used, free=gpu.total - gpu.used)
+
+    def nvmlDeviceGetUtilizationRates(self, gpu: FakeGpu) -> Any:
+        if gpu.utilization is None:
+            raise FakeNotSupported("Not Supported")
+        return SimpleNamespace(gpu=gpu.utilization, memory=0)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, gpu: FakeGpu) -> list[Any]:
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in gpu.compute]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, gpu: FakeGpu) -> list[Any]:
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in gpu.graphics]
+
+
+def two_gpus() -> FakeNVML:
+    return FakeNVML(
+        [
+            FakeGpu("NVIDIA A100", 40 * GiB, 10 * GiB, 55, [(101, 6 * GiB), (999, 1 * GiB)], []),
+            FakeGpu(b"NVIDIA L4", 24 * GiB, 3 * GiB, None, [(101, 2 * GiB)], [(202, None)]),
+        ]
+    )
+
+
+def test_two_gpus_with_memory_attributed_to_runner_pids() -> None:
+    nvml = two_gpus()
+    sampler = GpuSampler(nvml)
+    sample = sampler.sample({101: "sha256:aaa", 202: "sha256:bbb"})
+    assert sample.reason is None
+    first, second = sample.gpus
+    assert (first.index, first.name, first.utilization_percent) == (0, "NVIDIA A100", 55)
+    assert (first.memory_total, first.memory_used, first.memory_free) == (
+        40 * GiB,
+        10 * GiB,
+        30 * GiB,
+    )
+    assert (second.name, second.utilization_percent) == ("NVIDIA L4", None)
+    assert [(p.pid, p.runner) for p in first.processes] == [(101, "sha256:aaa"), (999, None)]
+    assert [(p.pid, p.used_bytes, p.runner) for p in second.processes] == [
+        (101, 2 * GiB, "sha256:aaa"),
+        (202, None, "sha256:bbb"),
+    ]
+    assert sample.runner_memory == {"sha256:aaa": 8 * GiB}
+    assert sample.memory_free == 51 * GiB
+    sampler.sample()
+    assert nvml.inits == 1  # initialised once, kept
+    sampler.close()
+    assert nvml.shutdowns == 1
+
+
+def test_no_library_is_a_reason_not_an_exception() -> None:
+    nvml = FakeNVML([], missing=True)
+    sampler = GpuSampler(nvml)
+    sample = sampler.sample()
+    assert sample.gpus == ()
+    assert sample.reason == "No NVIDIA GPU (NVML library not found)"
+    assert sample.memory_free is None
+    sampler.close()
+    assert nvml.shutdowns == 0
+
+
+def test_a_driver_with_no_gpu_is_a_reason_too() -> None:
+    sample = GpuSampler(FakeNVML([])).sample()
+    assert (sample.gpus, sample.reason) == ((), "No NVIDIA GPU (the driver reports none)")
+
+
+def test_the_real_pynvml_here_says_why_there_is_no_gpu() -> None:
+    sampler = GpuSampler()
+    sample = sampler.sample({1: "x"})
+    sampler.close()
+    if sample.gpus:  # a machine with a GPU: readings, no reason
+        assert sample.reason is None
+        return
+    assert sample.reason is not None and sample.reason.startswith("No NVIDIA GPU")
+
+
+async def test_read_runs_in_a_thread() -> None:
+    sample = await GpuSampler(two_gpus()).read({202: "b"})
+    assert len(sample.gpus) == 2
