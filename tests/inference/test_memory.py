@@ -25,7 +25,8 @@ def test_a_tiny_model_kv_cache_follows_the_formula(tmp_path: Path) -> None:
     assert estimate.kv_cache_bytes == 2 * 256 * (64 + 64) * 2
     assert estimate.context_size == 256
     assert 0.9 * gguf.stat().st_size < estimate.weights_bytes <= gguf.stat().st_size
-    assert estimate.ram_bytes == estimate.total_bytes and estimate.vram_bytes == 0
+    assert estimate.ram_bytes == estimate.total_bytes
+    assert estimate.vram_bytes == 0
     # no context given: the trained one, as llama-server's --ctx-size 0
     assert estimate_memory(gguf).context_size == 512
 

@@ -1,4 +1,4 @@
-"""Scheduler decisions with plain data: serve, join, queue, start and evict LRU idle, wait, refuse."""
+"""Scheduler decisions with plain data: serve, join, queue, start and evict LRU idle, refuse."""
 
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ def test_a_model_too_big_for_everything_is_refused_when_the_check_is_on() -> Non
     decision = Scheduler().decide(ask("huge", 100), running, Resources(ram_free=4 * GB))
     assert isinstance(decision, Refuse)
     assert "not enough memory to load ai/huge" in decision.message
-    assert "100.0 GB" in decision.message and "5.0 GB can be made free" in decision.message
+    assert "100.0 GB" in decision.message
+    assert "5.0 GB can be made free" in decision.message
 
 
 def test_with_the_check_off_it_frees_what_it_can_and_tries() -> None:
@@ -174,7 +175,8 @@ def test_the_preview_describes_the_decision() -> None:
     assert decision == Start("new", evict=("older", "old"))
     assert shown.evict_ids == decision.evict
     assert shown.evict == ("ai/older", "ai/old")
-    assert shown.action == "start" and shown.fits
+    assert shown.action == "start"
+    assert shown.fits
     assert (
         shown.message == "loading ai/new would stop ai/older and ai/old; needs 5.0 GB, 1.5 GB free"
     )

@@ -135,7 +135,8 @@ def test_the_real_pynvml_here_says_why_there_is_no_gpu() -> None:
     if sample.gpus:  # a machine with a GPU: readings, no reason
         assert sample.reason is None
         return
-    assert sample.reason is not None and sample.reason.startswith("No NVIDIA GPU")
+    assert sample.reason is not None
+    assert sample.reason.startswith("No NVIDIA GPU")
 
 
 async def test_read_runs_in_a_thread() -> None:

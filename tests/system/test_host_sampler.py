@@ -38,7 +38,8 @@ def test_a_process_tree_is_summed_and_cpu_has_a_baseline() -> None:
         assert first.cpu_percent == 0.0  # first sight of the process: no baseline yet
         time.sleep(0.5)
         tree = sampler.sample([parent.pid]).processes[parent.pid]
-        assert tree.pids[0] == parent.pid and len(tree.pids) == 2
+        assert tree.pids[0] == parent.pid
+        assert len(tree.pids) == 2
         assert tree.rss_bytes > 64 * MiB
         assert tree.cpu_percent > 30.0
     finally:
