@@ -48,7 +48,8 @@ def test_html_escaping_like_go() -> None:
 def test_meter_speed_average_eta_and_pacing() -> None:
     now = [100.0]
     meter = LayerMeter(10_000_000, 2_000_000, clock=lambda: now[0])
-    assert meter.eta is None
+    unknown = meter.eta
+    assert unknown is None
     for _ in range(4):
         now[0] += 0.5
         meter.update(meter.current + 1_000_000)
