@@ -228,23 +228,28 @@ async def test_a_killed_llama_server_is_reported_crashed_and_reloaded(
     task.cancel()
 
 
+async def kill_mid_stream(pool: RunnerPool) -> None:
+    """Stream a long answer through a lease and SIGKILL llama-server after sending it."""
+    long = {**HELLO, "max_tokens": 200, "ignore_eos": True, "stream": True}
+    async with pool.lease("ai/tiny-a") as runner:
+        headers = {"Content-Type": "application/json"}
+        response = await pool.upstream.request(
+            runner, "POST", "/v1/chat/completions", json.dumps(long).encode(), headers
+        )
+        try:
+            assert runner.pid is not None
+            os.kill(runner.pid, signal.SIGKILL)
+            async for _chunk in response.iter_chunks():
+                await asyncio.sleep(0.01)
+            raise AssertionError("the stream ended before the kill took effect")
+        finally:
+            await response.aclose()
+
+
 async def test_a_request_in_flight_when_llama_server_dies_gets_a_clear_error(
     make_pool: MakePool,
 ) -> None:
     pool = make_pool()
-    long = {**HELLO, "max_tokens": 200, "ignore_eos": True, "stream": True}
     with pytest.raises(RunnerFailed, match="crashed while serving this request"):
-        async with pool.lease("ai/tiny-a") as runner:
-            headers = {"Content-Type": "application/json"}
-            response = await pool.upstream.request(
-                runner, "POST", "/v1/chat/completions", json.dumps(long).encode(), headers
-            )
-            try:
-                assert runner.pid is not None
-                os.kill(runner.pid, signal.SIGKILL)
-                async for _chunk in response.iter_chunks():
-                    await asyncio.sleep(0.01)
-                raise AssertionError("the stream ended before the kill took effect")
-            finally:
-                await response.aclose()
+        await kill_mid_stream(pool)
     await use(pool, "ai/tiny-a")
