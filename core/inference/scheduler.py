@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import enum
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -70,7 +69,7 @@ class RunnerView:
     last_used: float = 0.0
     need: Need = field(default_factory=Need)
     keep_alive: float | None = None
-    """Seconds to stay loaded once idle; None: the pool's idle timeout; inf: forever."""
+    """Seconds to stay loaded once idle; None: the pool's idle timeout; negative: forever."""
 
     @property
     def evictable(self) -> bool:
@@ -152,6 +151,58 @@ class Refuse:
 
 
 Decision = Serve | Join | Queue | Busy | Start | Wait | Refuse
+
+
+@dataclass(frozen=True, slots=True)
+class EvictionPreview:
+    """What a request for a model would do now: "loading X would stop Y and Z, needs …, … free"."""
+
+    model: str
+    model_id: str
+    action: str
+    """"serve", "join" (it is loading), "queue", "busy", "start", "wait" or "refuse"."""
+    evict: tuple[str, ...]
+    """Names of the runners that would be stopped, least recently used first."""
+    evict_ids: tuple[str, ...]
+    needed_bytes: int
+    """RAM and GPU memory the model needs (0 when it is running or unknown)."""
+    free_bytes: int
+    """RAM and GPU memory free now, before any eviction."""
+    fits: bool
+    message: str
+
+
+def preview(
+    decision: Decision, request: Request, runners: Sequence[RunnerView], resources: Resources
+) -> EvictionPreview:
+    """Describe `decision` (from `Scheduler.decide` on the same data) for a person."""
+    names = {r.key: r.name for r in runners}
+    evict_ids = decision.evict if isinstance(decision, Start) else ()
+    evict = tuple(names.get(key, key) for key in evict_ids)
+    needed = request.need.ram_bytes + request.need.vram_bytes
+    free = resources.ram_free + (resources.vram_free or 0)
+    sizes = f"needs {human_bytes(needed)}, {human_bytes(free)} free"
+    action, fits = type(decision).__name__.lower(), True
+    if isinstance(decision, Serve):
+        message = f"{request.name} is loaded"
+    elif isinstance(decision, Join):
+        message = f"{request.name} is loading"
+    elif isinstance(decision, Queue | Busy):
+        message = f"{request.name} is busy: {decision.waiting} requests waiting"
+    elif isinstance(decision, Start):
+        fits = decision.fits
+        stops = f" would stop {_names(evict)}" if evict else ""
+        message = f"loading {request.name}{stops}; {sizes}"
+        if not fits:
+            message += " (it may not fit)"
+    elif isinstance(decision, Wait):
+        message = f"loading {request.name} must wait: {decision.reason}; {sizes}"
+    else:
+        fits = False
+        message = decision.message
+    return EvictionPreview(
+        request.name, request.key, action, evict, evict_ids, needed, free, fits, message
+    )
 
 
 def human_bytes(count: int) -> str:
@@ -288,51 +339,3 @@ def _deadline(runner: RunnerView, idle_timeout: float) -> float:
         return math.inf
     keep = idle_timeout if runner.keep_alive is None else runner.keep_alive
     return runner.last_used + keep if keep >= 0 else math.inf
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_keep_alive(value: str | float | None) -> float | None:
-    """A keep_alive as DMR and Ollama take it, in seconds: "5m", "1h30m", "0", "-1", 300, None.
-
-    0 unloads as soon as the runner is idle; any negative value means forever (math.inf);
-    a bare number is seconds; None keeps the pool's idle timeout.
-
-    Raises:
-        ValueError: Not a duration.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"invalid keep_alive {value!r}")
-    if isinstance(value, int | float):
-        return math.inf if value < 0 else float(value)
-    text = value.strip()
-    sign = -1.0 if text.startswith("-") else 1.0
-    body = text.lstrip("+-")
-    try:
-        seconds = float(body)
-    except ValueError:
-        parts = _DURATION.findall(body)
-        if not body or "".join(number + unit for number, unit in parts) != body:
-            raise ValueError(f"invalid keep_alive {value!r}: use e.g. 5m, 1h, 0 or -1") from None
-        seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
-    return math.inf if sign < 0 and seconds != 0 else seconds
-
-
-def format_keep_alive(seconds: float | None) -> str | None:
-    """A keep_alive as DMR's /engines/ps shows it: Go's duration text ("10m0s"), "-1", or None."""
-    if seconds is None:
-        return None
-    if math.isinf(seconds):
-        return "-1"
-    whole = int(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
