@@ -11,11 +11,15 @@ import asyncio
 import contextlib
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelrunner.core import wheel_models
+from modelrunner.core.distribution.progress import PullProgressEvent
+from modelrunner.core.distribution.pull import Puller, PullStatus
+from modelrunner.core.distribution.push import PushProgress, PushResult
+from modelrunner.core.distribution.registry import RegistryClient
 from modelrunner.core.errors import CoreError, InvalidInput, ModelNotFound
 from modelrunner.core.event_bus import EventBus
 from modelrunner.core.events import DefaultModelProgressed, Event, ModelsChanged
@@ -25,6 +29,9 @@ from modelrunner.core.inference.upstream import UpstreamResponse
 from modelrunner.core.references import parse_reference
 from modelrunner.core.settings import Settings
 from modelrunner.core.store.store import ModelStore, StoredModel
+
+if TYPE_CHECKING:
+    from modelrunner.core.distribution.huggingface import HuggingFaceSource
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,10 @@ class ModelRunner:
         self.store = ModelStore(settings.models_path)
         self.bus = EventBus()
         self.pool = RunnerPool(settings, self.store, self.bus)
+        self.registry = RegistryClient(settings)
+        """The one OCI registry client: its sessions and tokens are shared by pulls and pushes."""
+        self.puller = Puller(settings, self.store, self.bus, lambda: self.registry)
+        self._huggingface: HuggingFaceSource | None = None
         self._seeding: asyncio.Task[StoredModel | None] | None = None
         self._started = False
 
@@ -48,6 +59,7 @@ class ModelRunner:
             return
         self._started = True
         await asyncio.to_thread(self.store.list)
+        await self.puller.resume_pending()
         if self.settings.seed_default_model:
             self._seeding = asyncio.create_task(self.ensure_default_model())
 
@@ -57,7 +69,9 @@ class ModelRunner:
             self._seeding.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._seeding
+        await self.puller.close()
         await self.pool.close()
+        await self.registry.close()
         self._started = False
 
     def subscribe(self) -> AsyncIterator[Event]:
@@ -182,6 +196,63 @@ class ModelRunner:
             return None
         self.bus.publish(DefaultModelProgressed(reference, "ready", done=True))
         return model
+
+    # -- distribution ----------------------------------------------------------------------
+
+    async def pull(
+        self,
+        reference: str,
+        *,
+        on_progress: Callable[[PullProgressEvent], None] | None = None,
+        token: str | None = None,
+    ) -> StoredModel:
+        """Pull a model from its OCI registry or from Hugging Face (hf.co/...), verified.
+
+        A second pull of the same model joins the first. Progress is published on the bus and
+        given to `on_progress`; `token` is a Hugging Face token (DMR's "bearer-token").
+        """
+        ref = parse_reference(reference)
+        if ref.is_huggingface:
+            return await self.huggingface().pull(ref, on_progress=on_progress, token=token)
+        return await self.puller.pull(ref.normalized, on_progress=on_progress)
+
+    def huggingface(self) -> HuggingFaceSource:
+        """The Hugging Face source, made on first use (huggingface_hub takes 0.5 s to import)."""
+        if self._huggingface is None:
+            from modelrunner.core.distribution.huggingface import HuggingFaceSource
+
+            self._huggingface = HuggingFaceSource(self.settings, self.store, self.bus)
+        return self._huggingface
+
+    def pulls(self) -> list[PullStatus]:
+        """The registry pulls under way."""
+        return self.puller.active()
+
+    async def cancel_pull(self, reference: str) -> bool:
+        """Stop a pull; its verified partial blobs stay for the next attempt."""
+        return await self.puller.cancel(parse_reference(reference).normalized)
+
+    async def push(
+        self,
+        reference: str,
+        target: str | None = None,
+        *,
+        on_progress: Callable[[PushProgress], None] | None = None,
+    ) -> PushResult:
+        """Push a stored model to its registry (or to `target`), byte for byte."""
+        await self.get_model(reference)
+        destination = parse_reference(target) if target else None
+        return await self.registry.push_model(
+            self.store, reference, destination, on_progress=on_progress
+        )
+
+    async def login(self, registry: str, username: str, password: str) -> None:
+        """Check credentials against a registry, then keep them for later pulls and pushes."""
+        await self.registry.login(registry, username, password)
+
+    async def logout(self, registry: str) -> bool:
+        """Forget a registry's saved credentials; False when there were none."""
+        return await self.registry.logout(registry)
 
     # -- inference -------------------------------------------------------------------------
 

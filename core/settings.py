@@ -87,6 +87,11 @@ class Settings:
     drifts into French on "What is the capital of France?"; greedy decoding answers it and other
     simple questions reliably. The token cap ends a runaway loop. The API passes requests through.
     """
+    insecure_registries: tuple[str, ...] = ()
+    """Registries reached over plain http ("host:port"); loopback registries always are.
+
+    Also INSECURE_REGISTRY=true (all) and MODELRUNNER_INSECURE_REGISTRIES (a comma list).
+    """
     load_timeout: float = 600.0
     """Seconds a llama-server may take to become ready."""
     config_file: Path | None = field(default=None, compare=False)
@@ -137,6 +142,7 @@ _FILE_KEYS: dict[str, type] = {
     "load_timeout": float,
     "system_prompt": str,
     "chat_options": dict,
+    "insecure_registries": tuple,
     "cache_dir": Path,
     "state_dir": Path,
 }

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from modelrunner.server import distribution_routes
 from modelrunner.server.errors import ApiError
 
 if TYPE_CHECKING:
@@ -53,12 +54,14 @@ async def delete_model(request: Request) -> Response:
 
 
 async def model_action(request: Request) -> Response:
-    """POST /models/{name…}/{action}: only `tag` so far; the rest of DMR's actions slot in here."""
+    """POST /models/{name…}/{action}: `tag` and `push`; the rest of DMR's actions slot in here."""
     name, _, action = request.path_params["name"].rpartition("/")
     if not name:
         raise ApiError(404, f"unknown action {action!r}: POST /models/<name>/tag?repo=&tag=")
     if action == "tag":
         return await tag_model(request, name)
+    if action == "push":
+        return await distribution_routes.push_model(request, name)
     raise ApiError(404, f"unknown action {action!r}")
 
 
@@ -88,6 +91,7 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/models", list_models, methods=["GET"]),
         Route("/models/load", load_model, methods=["POST"]),
+        Route("/models/create", distribution_routes.create_model, methods=["POST"]),
         Route("/models/{name:path}", get_model, methods=["GET"]),
         Route("/models/{name:path}", delete_model, methods=["DELETE"]),
         Route("/models/{name:path}", model_action, methods=["POST"]),

@@ -190,6 +190,27 @@ class ApiClient:
         )
         return str(answer["id"])
 
+    def stream_progress(
+        self, path: str, body: Mapping[str, Any] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """POST to a progress route (pull, push) and yield DMR's progress messages as they come."""
+        headers = {"Accept": "application/json"}
+        try:
+            with self._http.stream(
+                "POST", path, json=body, headers=headers, timeout=_STREAM_TIMEOUT
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ServerError(response.status_code, error_message(response))
+                for line in response.iter_lines():
+                    if line.strip():
+                        message: dict[str, Any] = json.loads(line)
+                        yield message
+        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+            raise NotRunning(self.host) from error
+        except httpx.TransportError as error:
+            raise CliError(f"lost the connection to {self.host}: {error}") from error
+
     def version(self) -> str:
         return str(self.json("GET", "/version").get("version", "unknown"))
 

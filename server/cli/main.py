@@ -11,7 +11,7 @@ from typing import Any
 
 from modelrunner.core.errors import CoreError
 from modelrunner.core.references import parse_reference
-from modelrunner.server.cli import output
+from modelrunner.server.cli import output, transfer
 from modelrunner.server.cli.client import ApiClient, CliError, ServerError, resolve_host
 from modelrunner.server.cli.run import run_model
 
@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("model")
     run.add_argument("prompt", nargs="*", help="the prompt; stdin is appended when piped")
     run.set_defaults(handler=cmd_run)
+
+    transfer.add_commands(commands)
 
     version = commands.add_parser("version", help="show the client and server versions")
     version.set_defaults(handler=cmd_version)

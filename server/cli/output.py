@@ -63,6 +63,15 @@ def human_duration(seconds: float) -> str:
     return f"{int(seconds / 3600) // 24 // 365} years"
 
 
+def decimal_size(count: float) -> str:
+    """Bytes as DMR's CLI prints them: `%.2f` with 1000-based units ("93.82 MB", "500.00 B")."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(count) < 1000 or unit == "TB":
+            return f"{count:.2f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
 def short_id(model_id: str) -> str:
     """The 12 hex digits DMR shows for an ID."""
     return model_id.removeprefix("sha256:")[:12]
