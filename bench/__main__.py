@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import gguf_header, proxy
+from bench import engine, gguf_header, proxy
 
-BENCHMARKS = {"gguf_header": gguf_header.main, "proxy": proxy.main}
+BENCHMARKS = {"engine": engine.main, "gguf_header": gguf_header.main, "proxy": proxy.main}
 
 
 def main() -> int:
