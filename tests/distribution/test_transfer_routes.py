@@ -84,7 +84,7 @@ async def test_push_then_pull_through_the_api_keeps_the_model_id(
         again = await http.post(
             "/models/create", json={"from": reference}, headers={"Accept": "application/json"}
         )
-    assert _lines(again)[-1]["message"].startswith("Using cached model:")  # type: ignore[union-attr]
+    assert str(_lines(again)[-1]["message"]).startswith("Using cached model:")
 
 
 @pytest.mark.parametrize(
