@@ -28,6 +28,8 @@ from modelrunner.core.inference.pool import RunnerInfo, RunnerPool
 from modelrunner.core.inference.upstream import UpstreamResponse
 from modelrunner.core.references import parse_reference
 from modelrunner.core.settings import Settings
+from modelrunner.core.store import fsck as store_fsck
+from modelrunner.core.store import housekeeping, updates
 from modelrunner.core.store.store import ModelStore, StoredModel
 
 if TYPE_CHECKING:
@@ -310,3 +312,38 @@ class ModelRunner:
             return await self.pool.unload(None)
         ids = [(await self.get_model(reference)).id for reference in references]
         return await self.pool.unload(ids)
+
+    # -- housekeeping (core/store/housekeeping.py, fsck.py, updates.py) ---------------------
+
+    async def disk_usage(self) -> housekeeping.DiskUsage:
+        """The store's and the engine's disk usage, each file counted once (GET /engines/df)."""
+        from modelrunner.core.inference.llama_build import install_dir
+
+        engine_dir = install_dir(self.settings).parent
+        return await asyncio.to_thread(housekeeping.disk_usage, self.store, engine_dir)
+
+    async def prune(
+        self, *, dry_run: bool, older_than: float | None = None
+    ) -> housekeeping.PruneReport:
+        """Free unreferenced blobs, stale partials, orphans and temp files (or list them).
+
+        Blobs of pulls under way are kept; `older_than` is in seconds (None: 7 days, 0: all).
+        """
+        keep = {layer.layer for pull in self.puller.active() for layer in pull.layers}
+        report = await asyncio.to_thread(
+            housekeeping.prune, self.store, dry_run=dry_run, older_than=older_than, keep=keep
+        )
+        if not dry_run and any(item.kind == "manifest" for item in report.items):
+            self.bus.publish(ModelsChanged())
+        return report
+
+    async def fsck(self, *, repair: bool = False) -> store_fsck.FsckReport:
+        """Re-hash every blob and manifest; report problems, or repair what can be repaired."""
+        report = await asyncio.to_thread(store_fsck.fsck, self.store, repair=repair)
+        if repair and not report.ok:
+            self.bus.publish(ModelsChanged())
+        return report
+
+    async def check_updates(self) -> list[updates.UpdateStatus]:
+        """For each registry tag: "update available", "up to date" or "unreachable: …"."""
+        return await updates.check_updates(self.store, self.registry)
