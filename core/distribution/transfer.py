@@ -36,6 +36,9 @@ _RETRY_ANSWER_RE = re.compile(r"answered HTTP (5\d\d|408|429)\b")
 _HASH_STEP = 8 << 20
 """Hash in the background once this many new contiguous bytes are on disk."""
 _READ_SIZE = 4 << 20
+_WRITEBACK_STEP = 128 << 20
+"""Flush written bytes to disk in the background every this many hashed bytes, so the
+fsync before the rename has little left to do."""
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -83,7 +86,7 @@ class TransferOptions:
     """Parallel byte ranges for a big blob (measured: 4 ranges reached 1.3x curl's speed)."""
     parallel_threshold: int = 64 << 20
     """Blobs at least this big are fetched in ranges when the registry accepts ranges."""
-    write_buffer: int = 256 << 10
+    write_buffer: int = 1 << 20
     """Bytes gathered before one write to the partial."""
 
 
@@ -114,6 +117,7 @@ class _Hasher:
     def __init__(self, algorithm: str) -> None:
         self.algorithm = algorithm
         self.hashed = 0
+        self._synced = 0
         self._hash = hashlib.new(algorithm)
         self._running: asyncio.Future[None] | None = None
 
@@ -136,13 +140,16 @@ class _Hasher:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._running)
 
-    def _advance(self, descriptor: int, upto: int) -> None:
+    def _advance(self, descriptor: int, upto: int, *, writeback: bool = False) -> None:
         while self.hashed < upto:
             data = os.pread(descriptor, min(_READ_SIZE, upto - self.hashed), self.hashed)
             if not data:
                 raise TransferInterrupted("the partial blob is shorter than recorded")
             self._hash.update(data)
             self.hashed += len(data)
+        if writeback and self.hashed - self._synced >= _WRITEBACK_STEP:
+            os.fdatasync(descriptor)
+            self._synced = self.hashed
 
 
 class BlobTransfer:
@@ -314,15 +321,21 @@ class BlobTransfer:
         end = plan.segments[index].end
         buffer = bytearray()
 
-        def flush() -> None:
+        def write(data: bytes | bytearray) -> None:
             nonlocal position
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(descriptor, view, position)
+                position += written
+                view = view[written:]
+            plan.record(index, position)
+            self._report(plan.on_disk, "downloading")
+            hasher.kick(descriptor, plan.frontier)
+
+        def flush() -> None:
             if buffer:
-                os.pwrite(descriptor, buffer, position)
-                position += len(buffer)
+                write(buffer)
                 buffer.clear()
-                plan.record(index, position)
-                self._report(plan.on_disk, "downloading")
-                hasher.kick(descriptor, plan.frontier)
 
         chunks = aiter(stream)
         try:
@@ -344,6 +357,9 @@ class BlobTransfer:
                     raise DigestMismatch(
                         f"the registry sent more than the {self.size} bytes of blob {self.digest}"
                     )
+                if not buffer and len(chunk) >= self.options.write_buffer:
+                    write(chunk)  # no copy
+                    continue
                 buffer += chunk
                 if len(buffer) >= self.options.write_buffer:
                     flush()
