@@ -11,7 +11,7 @@ from typing import Any
 
 from modelrunner.core.errors import CoreError
 from modelrunner.core.references import parse_reference
-from modelrunner.server.cli import output, transfer
+from modelrunner.server.cli import housekeeping, output, transfer
 from modelrunner.server.cli.client import ApiClient, CliError, ServerError, resolve_host
 from modelrunner.server.cli.run import run_model
 
@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     transfer.add_commands(commands)
+
+    housekeeping.add_commands(commands)
 
     version = commands.add_parser("version", help="show the client and server versions")
     version.set_defaults(handler=cmd_version)
