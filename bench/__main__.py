@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import engine, gguf_header, proxy
+from bench import engine, gguf_header, proxy, pull
 
-BENCHMARKS = {"engine": engine.main, "gguf_header": gguf_header.main, "proxy": proxy.main}
+BENCHMARKS = {
+    "engine": engine.main,
+    "gguf_header": gguf_header.main,
+    "proxy": proxy.main,
+    "pull": pull.main,
+}
 
 
 def main() -> int:

@@ -151,6 +151,8 @@ class Puller:
         self._blobs: dict[str, _SharedBlob] = {}
         self._slots = asyncio.Semaphore(MAX_PARALLEL_BLOBS)
         self._background: set[asyncio.Task[StoredModel]] = set()
+        self._client_users: dict[int, int] = {}
+        """Running jobs per client object: a factory may hand every job the same client."""
 
     async def pull(
         self,
@@ -250,6 +252,7 @@ class Puller:
     async def _pull(self, job: PullJob) -> StoredModel:
         ref = job.reference
         client = self.registry_factory()
+        self._client_users[id(client)] = self._client_users.get(id(client), 0) + 1
         try:
             job.state = "resolving"
             manifest = await client.get_manifest(ref)
@@ -263,13 +266,21 @@ class Puller:
             layers = self._layer_files(job, document)
             await self._fetch_layers(job, client, layers)
         finally:
-            await client.close()
+            await self._release(client)
         job.state = "storing"
         artifact = Artifact(manifest.raw, config_bytes, tuple(layers))
         model = await asyncio.to_thread(self.store.write, artifact, [ref.stored])
         self.bus.publish(ModelsChanged())
         job.emit(PullFinished(job.key, model.id, cached=False, size=_size(model)))
         return model
+
+    async def _release(self, client: RegistryLike) -> None:
+        """Close a client once no running job uses it (a shared client stays open meanwhile)."""
+        users = self._client_users.pop(id(client), 1) - 1
+        if users > 0:
+            self._client_users[id(client)] = users
+        else:
+            await client.close()
 
     async def _cached(self, job: PullJob, model_id: str) -> StoredModel | None:
         """Tag and return the model when its manifest is already stored."""

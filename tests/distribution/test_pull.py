@@ -33,12 +33,17 @@ MakePuller = Callable[..., Puller]
 async def make_puller(settings: Settings) -> AsyncIterator[MakePuller]:
     made: list[Puller] = []
 
-    def make(options: TransferOptions | None = None, store: ModelStore | None = None) -> Puller:
+    def make(
+        options: TransferOptions | None = None,
+        store: ModelStore | None = None,
+        shared_client: bool = False,
+    ) -> Puller:
+        shared = RegistryClient(settings)
         puller = Puller(
             settings,
             store or ModelStore(settings.models_path),
             EventBus(),
-            lambda: RegistryClient(settings),
+            (lambda: shared) if shared_client else (lambda: RegistryClient(settings)),
             options=options,
         )
         made.append(puller)
@@ -295,7 +300,7 @@ async def test_two_pulls_share_one_download(
     await push_model(registry.url, "ai/shared", "latest", manifest, config, [blob])
     await push_model(registry.url, "ai/shared", "other", manifest, b"", [])
     proxy.rate = 4 << 20
-    puller = make_puller()
+    puller = make_puller(shared_client=True)  # as the facade wires it: one client for all jobs
     reference = f"{proxy.host}/ai/shared"
     a, b, c = await asyncio.gather(
         puller.pull(reference), puller.pull(reference), puller.pull(f"{reference}:other")
