@@ -131,16 +131,20 @@ def fsck_text(report: Mapping[str, Any]) -> str:
             line += f" (repaired: {problem['repaired']})"
         lines.append(line)
     checked = (
-        f"checked {report.get('blobs_checked', 0)} blobs "
+        f"checked {_count(report.get('blobs_checked', 0), 'blob')} "
         f"({decimal_size(int(report.get('bytes_checked', 0)))}) and "
-        f"{report.get('manifests_checked', 0)} models"
+        f"{_count(report.get('manifests_checked', 0), 'model')}"
     )
     if not problems:
         lines.append(f"No problems: {checked}.")
     else:
         hint = "" if report.get("repair") else "; run `modelrunner fsck --repair` to repair"
-        lines.append(f"{len(problems)} problem(s): {checked}{hint}.")
+        lines.append(f"{_count(len(problems), 'problem')}: {checked}{hint}.")
     return "\n".join(lines)
+
+
+def _count(number: object, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def cmd_fsck(client: ApiClient, args: argparse.Namespace) -> int:
