@@ -7,7 +7,7 @@ import contextlib
 import threading
 import weakref
 
-from modelrunner.core.events import EngineBuildProgressed, Event
+from modelrunner.core.events import EngineBuildProgressed, Event, PullProgressed
 
 _QUEUE_LIMIT = 1000
 
@@ -76,9 +76,10 @@ class Subscription:
 
 
 def _offer(queue: asyncio.Queue[Event], event: Event) -> None:
-    """Queue an event; a slow subscriber loses build-progress ticks, never other events."""
+    """Queue an event; a slow subscriber loses progress ticks (the next one supersedes them),
+    never other events."""
     if queue.full():
-        if isinstance(event, EngineBuildProgressed):
+        if isinstance(event, EngineBuildProgressed | PullProgressed):
             return
         with contextlib.suppress(asyncio.QueueEmpty):
             queue.get_nowait()

@@ -25,12 +25,15 @@ from modelrunner.core.event_bus import EventBus
 from modelrunner.core.events import DefaultModelProgressed, Event, ModelsChanged
 from modelrunner.core.inference.llama_build import resolve_llama_server
 from modelrunner.core.inference.pool import RunnerInfo, RunnerPool
+from modelrunner.core.inference.scheduler import EvictionPreview
 from modelrunner.core.inference.upstream import UpstreamResponse
 from modelrunner.core.references import parse_reference
 from modelrunner.core.settings import Settings
 from modelrunner.core.store import fsck as store_fsck
 from modelrunner.core.store import housekeeping, updates
 from modelrunner.core.store.store import ModelStore, StoredModel
+from modelrunner.core.system.gpu import GpuSample
+from modelrunner.core.system.host import HostSample
 
 if TYPE_CHECKING:
     from modelrunner.core.distribution.huggingface import HuggingFaceSource
@@ -271,16 +274,33 @@ class ModelRunner:
         return str(binary.path)
 
     async def forward(
-        self, reference: str, path: str, body: bytes, headers: Mapping[str, str]
+        self,
+        reference: str,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        keep_alive: float | None = None,
     ) -> UpstreamResponse:
         """Send one OpenAI-style request to the model's llama-server, loading it first if needed.
 
-        The caller streams the answer from the returned response and must close it.
+        The request holds a slot of the runner (so it is never evicted under it) until the
+        caller closes the returned response, which it must do.
+
+        Args:
+            keep_alive: Seconds the model stays loaded once idle (0: unload after this
+                request, negative: never); None keeps the runner's setting.
         """
         if not path.startswith("/"):
             raise InvalidInput(f"invalid upstream path {path!r}")
-        runner = await self.pool.acquire(reference)
-        return await self.pool.upstream.request(runner, "POST", path, body, headers)
+        lease = await self.pool.checkout(reference, keep_alive=keep_alive)
+        try:
+            response = await self.pool.upstream.request(lease.runner, "POST", path, body, headers)
+        except BaseException:
+            lease.release()
+            raise
+        response.on_close = lease.release
+        return response
 
     async def chat(
         self, reference: str, messages: list[dict[str, Any]], **options: Any
@@ -298,9 +318,21 @@ class ModelRunner:
             "model": reference,
             "messages": messages,
         }
-        runner = await self.pool.acquire(reference)
-        async for delta in self.pool.upstream.chat_deltas(runner, payload):
-            yield delta
+        async with self.pool.lease(reference) as runner:
+            async for delta in self.pool.upstream.chat_deltas(runner, payload):
+                yield delta
+
+    async def preview(self, reference: str) -> EvictionPreview:
+        """What loading a model would do now: start it, which idle runners it would stop, or why
+        it cannot ("loading X would stop Y and Z, needs 1.2 GB, 3.4 GB free")."""
+        return await self.pool.preview(reference)
+
+    async def readings(self) -> tuple[HostSample, GpuSample]:
+        """CPU, RAM and GPUs now, with each runner's processes and GPU memory attributed."""
+        pids = {info.pid: info.model_id for info in self.pool.running() if info.pid is not None}
+        host = await self.pool.host.read(list(pids))
+        gpus = await self.pool.gpu.read(pids)
+        return host, gpus
 
     def running(self) -> list[RunnerInfo]:
         """The llama-server processes that are loaded or loading."""

@@ -87,6 +87,14 @@ class Settings:
     drifts into French on "What is the capital of France?"; greedy decoding answers it and other
     simple questions reliably. The token cap ends a runaway loop. The API passes requests through.
     """
+    max_runners: int = 4
+    """Models loaded at once (MODELRUNNER_MAX_RUNNERS)."""
+    idle_timeout: float = 300.0
+    """Seconds an idle model stays loaded, unless a request's keep_alive says otherwise."""
+    queue_limit: int = 32
+    """Requests that may wait for a busy model (MODELRUNNER_QUEUE_LIMIT); more get a 503."""
+    queue_timeout: float = 300.0
+    """Seconds a request waits for a busy model or for room to load one, before a 503."""
     insecure_registries: tuple[str, ...] = ()
     """Registries reached over plain http ("host:port"); loopback registries always are.
 
@@ -143,6 +151,10 @@ _FILE_KEYS: dict[str, type] = {
     "system_prompt": str,
     "chat_options": dict,
     "insecure_registries": tuple,
+    "max_runners": int,
+    "idle_timeout": float,
+    "queue_limit": int,
+    "queue_timeout": float,
     "cache_dir": Path,
     "state_dir": Path,
 }
@@ -208,6 +220,17 @@ def _parse_bool(name: str, raw: str) -> bool:
     raise SettingsError(f"{name}: expected a boolean (1/0, true/false, yes/no), got {raw!r}")
 
 
+def _parse_number(name: str, raw: str, kind: type) -> int | float:
+    try:
+        value = kind(raw)
+    except ValueError:
+        expected = "a whole number" if kind is int else "a number of seconds"
+        raise SettingsError(f"{name}: expected {expected}, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name}: expected a value of 0 or more, got {raw!r}")
+    return int(value) if kind is int else float(value)
+
+
 def _parse_port(name: str, raw: str) -> int:
     value = raw.strip().strip("\"'")
     if not value.isdigit() or not 0 < int(value) < 65536:
@@ -243,6 +266,15 @@ def _read_environment(env: Mapping[str, str]) -> dict[str, Any]:
         if "://" not in host:
             host = f"http://{host}"
         values["runner_host"] = host.rstrip("/")
+    numbers: dict[str, tuple[str, type]] = {
+        "MODELRUNNER_MAX_RUNNERS": ("max_runners", int),
+        "MODELRUNNER_IDLE_TIMEOUT": ("idle_timeout", float),
+        "MODELRUNNER_QUEUE_LIMIT": ("queue_limit", int),
+        "MODELRUNNER_QUEUE_TIMEOUT": ("queue_timeout", float),
+    }
+    for variable, (key, kind) in numbers.items():
+        if raw := env.get(variable, "").strip():
+            values[key] = _parse_number(variable, raw, kind)
     flags = {
         "DISABLE_SERVER_UPDATE": "disable_server_update",
         "DISABLE_METRICS": "disable_metrics",

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from modelrunner.core.errors import CoreError, InvalidReference
+from modelrunner.core.inference.configure import parse_keep_alive
 from modelrunner.core.references import parse_reference
 from modelrunner.server.errors import ApiError
 
@@ -106,8 +107,12 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     return b"".join(chunks)
 
 
-def requested_model(body: bytes) -> str:
-    """The body's "model" field, checked the way the proxy needs (nothing else is validated)."""
+def requested_model(body: bytes) -> tuple[str, float | None]:
+    """The body's "model" and optional "keep_alive", checked (nothing else is validated).
+
+    keep_alive is Ollama's: a duration string ("5m", "0", "-1") or a number of seconds; 0 unloads
+    the model after this request, a negative value keeps it loaded for good.
+    """
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, ValueError) as error:
@@ -117,7 +122,12 @@ def requested_model(body: bytes) -> str:
     model = payload.get("model")
     if not isinstance(model, str) or not model.strip():
         raise ApiError(400, 'model is required: set "model" to a model name, e.g. "ai/smollm2"')
-    return model
+    raw = payload.get("keep_alive")
+    if raw is None:
+        return model, None
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return model, float(raw)
+    return model, parse_keep_alive(raw)
 
 
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -129,10 +139,10 @@ async def proxy(request: Request) -> Response:
     """POST …/v1/chat/completions, /completions, /embeddings: forward to llama-server."""
     _check_backend(request)
     body = await read_body(request)
-    model = requested_model(body)
+    model, keep_alive = requested_model(body)
     upstream_path = "/v1/" + request.url.path.split("/v1/", 1)[1]
     upstream = await _runner(request).forward(
-        model, upstream_path, body, forwarded_headers(request.headers)
+        model, upstream_path, body, forwarded_headers(request.headers), keep_alive=keep_alive
     )
     return UpstreamStreamingResponse(upstream)
 

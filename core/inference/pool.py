@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -68,14 +67,6 @@ from modelrunner.core.system.host import HostSampler
 __all__ = ["Lease", "RunnerInfo", "RunnerPool", "StoreLike"]
 
 
-def _env_number(name: str, default: float) -> float:
-    """A number from the environment (until Settings carries these fields)."""
-    try:
-        return float(os.environ.get(name, "") or default)
-    except ValueError:
-        return default
-
-
 class StoredModelLike(Protocol):
     @property
     def id(self) -> str: ...
@@ -101,12 +92,12 @@ class Limits:
     """Seconds a request waits for a slot, or for room to load, before a 503."""
 
     @classmethod
-    def from_environment(cls) -> Limits:
+    def from_settings(cls, settings: Settings) -> Limits:
         return cls(
-            max_runners=int(_env_number("MODELRUNNER_MAX_RUNNERS", 4)),
-            idle_timeout=_env_number("MODELRUNNER_IDLE_TIMEOUT", 300.0),
-            queue_limit=int(_env_number("MODELRUNNER_QUEUE_LIMIT", 32)),
-            queue_timeout=_env_number("MODELRUNNER_QUEUE_TIMEOUT", 300.0),
+            max_runners=settings.max_runners,
+            idle_timeout=settings.idle_timeout,
+            queue_limit=settings.queue_limit,
+            queue_timeout=settings.queue_timeout,
         )
 
 
@@ -126,7 +117,7 @@ class RunnerPool:
         gpu: GpuSampler | None = None,
     ) -> None:
         """Args:
-        limits: Runner limit, idle timeout, queue bound and timeout (default: environment).
+        limits: Runner limit, idle timeout, queue bound and timeout (default: settings).
         memory_budget: Bytes of RAM the runners may use in total (default: all of it).
         host, gpu: Samplers for free memory (tests inject fakes).
         """
@@ -134,7 +125,7 @@ class RunnerPool:
         self.store = store
         self.bus = bus
         self.stop_grace = stop_grace
-        self.limits = limits or Limits.from_environment()
+        self.limits = limits or Limits.from_settings(settings)
         self.scheduler = Scheduler(
             max_runners=self.limits.max_runners,
             queue_limit=self.limits.queue_limit,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +35,8 @@ class UpstreamResponse:
         self._reference = reference
         self.status = response.status
         self.headers: CIMultiDictProxy[str] = response.headers
+        self.on_close: Callable[[], None] | None = None
+        """Called once when the response is closed (the facade releases the runner's slot)."""
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """Yield body bytes as they arrive, without buffering the whole body."""
@@ -54,6 +56,9 @@ class UpstreamResponse:
         """Release the connection (closing it if the body was not read to the end)."""
         self._response.release()
         self._response.close()
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close()
 
 
 class UpstreamClient:

@@ -121,7 +121,7 @@ async def test_chat_streams_deltas_from_a_real_llama_server(
     assert deltas
     assert all(isinstance(delta, str) for delta in deltas)
     [info] = runner.running()
-    assert info.state == "ready"
+    assert info.state == "idle"  # loaded, no request in flight
     assert await runner.unload(["tiny"]) == 1
     assert runner.running() == []
 

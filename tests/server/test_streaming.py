@@ -106,9 +106,14 @@ async def test_client_disconnect_closes_the_upstream(
     forward = runner.forward
 
     async def watched_forward(
-        reference: str, path: str, body: bytes, headers: Mapping[str, str]
+        reference: str,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        keep_alive: float | None = None,
     ) -> UpstreamResponse:
-        upstream = await forward(reference, path, body, headers)
+        upstream = await forward(reference, path, body, headers, keep_alive=keep_alive)
         original_close = upstream.aclose
 
         async def aclose() -> None:
@@ -136,6 +141,8 @@ async def test_client_disconnect_closes_the_upstream(
             break  # hang up after the first bytes
     await asyncio.wait_for(closed.wait(), timeout=10)
     assert not finished, "the whole answer was streamed to a client that had gone"
+    [runner_info] = runner.running()
+    assert not runner_info.in_use, "the request's slot of the runner was not given back"
     # the runner still serves afterwards
     async with httpx.AsyncClient(base_url=live_url, timeout=60) as http:
         quick = {"model": TINY, "messages": MESSAGES, "max_tokens": 2}
