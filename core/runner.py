@@ -8,9 +8,11 @@ and streaming chat. State changes come back as events from `subscribe()`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,12 +24,14 @@ from modelrunner.core.distribution.push import PushProgress, PushResult
 from modelrunner.core.distribution.registry import RegistryClient
 from modelrunner.core.errors import CoreError, InvalidInput, ModelNotFound
 from modelrunner.core.event_bus import EventBus
-from modelrunner.core.events import DefaultModelProgressed, Event, ModelsChanged
+from modelrunner.core.events import DefaultModelProgressed, Event, ModelsChanged, RunnerEvicted
+from modelrunner.core.inference.configure import ConfigEntry, ConfigureRequest, apply_configure
 from modelrunner.core.inference.llama_build import resolve_llama_server
+from modelrunner.core.inference.metrics import EngineMetrics, exposition
 from modelrunner.core.inference.pool import RunnerInfo, RunnerPool
 from modelrunner.core.inference.scheduler import EvictionPreview
 from modelrunner.core.inference.upstream import UpstreamResponse
-from modelrunner.core.references import parse_reference
+from modelrunner.core.references import display_name, parse_reference
 from modelrunner.core.settings import Settings
 from modelrunner.core.store import fsck as store_fsck
 from modelrunner.core.store import housekeeping, updates
@@ -55,7 +59,10 @@ class ModelRunner:
         """The one OCI registry client: its sessions and tokens are shared by pulls and pushes."""
         self.puller = Puller(settings, self.store, self.bus, lambda: self.registry)
         self._huggingface: HuggingFaceSource | None = None
+        self.metrics = EngineMetrics()
+        """modelrunner's own Prometheus series, merged with every runner's in metrics_text()."""
         self._seeding: asyncio.Task[StoredModel | None] | None = None
+        self._counting: asyncio.Task[None] | None = None
         self._started = False
 
     async def start(self) -> None:
@@ -64,6 +71,7 @@ class ModelRunner:
             return
         self._started = True
         await asyncio.to_thread(self.store.list)
+        self._counting = asyncio.create_task(self._count_events(self.bus.subscribe()))
         await self.puller.resume_pending()
         if self.settings.seed_default_model:
             self._seeding = asyncio.create_task(self.ensure_default_model())
@@ -76,6 +84,10 @@ class ModelRunner:
                 await self._seeding
         await self.puller.close()
         await self.pool.close()
+        if self._counting is not None:
+            self._counting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._counting
         await self.registry.close()
         self._started = False
 
@@ -202,6 +214,49 @@ class ModelRunner:
         self.bus.publish(DefaultModelProgressed(reference, "ready", done=True))
         return model
 
+    # -- engine configuration and metrics ----------------------------------------------------
+
+    async def configure(self, request: ConfigureRequest) -> None:
+        """DMR's _configure: context size, runtime flags, speculative draft, keep_alive, mode.
+
+        Raises:
+            InvalidInput: a flag outside the allowlist, a bad value (400).
+            ModelNotFound: the model or its draft is not stored (404).
+            Conflict: the model's runner is busy (409).
+        """
+        await apply_configure(
+            request, resolve=self._model_id, pool=self.pool, configs=self.pool.configs
+        )
+
+    async def configurations(self, reference: str | None = None) -> list[ConfigEntry]:
+        """Stored _configure entries (of one model, or all), skipping models no longer stored."""
+        model_id = None if reference is None else await self._model_id(reference)
+        stored = {model.id for model in await self.list_models()}
+        return [e for e in self.pool.configs.entries(model_id) if e.model_id in stored]
+
+    async def forget_configs(self, references: Sequence[str] | None = None) -> int:
+        """Drop stored _configure entries (all when None); returns how many went."""
+        ids = None if references is None else [await self._model_id(r) for r in references]
+        return self.pool.configs.forget(ids)
+
+    async def metrics_text(self) -> str:
+        """One Prometheus exposition: every ready runner's llamacpp:* series with a model
+        label, and ours (requests, latency, tokens/s, loads, evictions, runner states)."""
+        infos = self.pool.running()
+        runners = [r for info in infos if (r := self.pool.get(info.model_id)) is not None]
+        states = collections.Counter(info.state for info in infos)
+        return await exposition(self.pool.upstream, runners, self.metrics, states)
+
+    async def _model_id(self, reference: str) -> str:
+        return (await self.find_model(reference)).id
+
+    async def _count_events(self, events: AsyncIterator[Event]) -> None:
+        """Feed the metrics from the core's events for the runner's life."""
+        async for event in events:
+            self.metrics.on_event(event)
+            if isinstance(event, RunnerEvicted):
+                self.metrics.observe_eviction(display_name(event.reference), event.reason)
+
     # -- distribution ----------------------------------------------------------------------
 
     async def pull(
@@ -299,7 +354,14 @@ class ModelRunner:
         except BaseException:
             lease.release()
             raise
-        response.on_close = lease.release
+        started = time.monotonic()
+        model = display_name(reference)
+
+        def finished() -> None:
+            lease.release()
+            self.metrics.observe_request(model, response.status, time.monotonic() - started)
+
+        response.on_close = finished
         return response
 
     async def chat(
@@ -318,9 +380,25 @@ class ModelRunner:
             "model": reference,
             "messages": messages,
         }
-        async with self.pool.lease(reference) as runner:
-            async for delta in self.pool.upstream.chat_deltas(runner, payload):
-                yield delta
+        started = time.monotonic()
+        first: float | None = None
+        count = 0
+        status = 500
+        try:
+            async with self.pool.lease(reference) as runner:
+                async for delta in self.pool.upstream.chat_deltas(runner, payload):
+                    first = first or time.monotonic()
+                    count += 1
+                    yield delta
+            status = 200
+        finally:
+            model = display_name(reference)
+            ended = time.monotonic()
+            self.metrics.observe_request(
+                model, status, ended - started, None if first is None else first - started
+            )
+            if first is not None:
+                self.metrics.observe_generation(model, count, ended - first)
 
     async def preview(self, reference: str) -> EvictionPreview:
         """What loading a model would do now: start it, which idle runners it would stop, or why

@@ -87,6 +87,9 @@ class Settings:
     drifts into French on "What is the capital of France?"; greedy decoding answers it and other
     simple questions reliably. The token cap ends a runaway loop. The API passes requests through.
     """
+    sandbox: bool | None = None
+    """Run llama-server under bubblewrap (MODELRUNNER_SANDBOX): None sandboxes wherever it works,
+    True requires it, False never."""
     max_runners: int = 4
     """Models loaded at once (MODELRUNNER_MAX_RUNNERS)."""
     idle_timeout: float = 300.0
@@ -151,6 +154,7 @@ _FILE_KEYS: dict[str, type] = {
     "system_prompt": str,
     "chat_options": dict,
     "insecure_registries": tuple,
+    "sandbox": bool,
     "max_runners": int,
     "idle_timeout": float,
     "queue_limit": int,
@@ -272,6 +276,8 @@ def _read_environment(env: Mapping[str, str]) -> dict[str, Any]:
         "MODELRUNNER_QUEUE_LIMIT": ("queue_limit", int),
         "MODELRUNNER_QUEUE_TIMEOUT": ("queue_timeout", float),
     }
+    if (switch := env.get("MODELRUNNER_SANDBOX", "").strip().lower()) and switch != "auto":
+        values["sandbox"] = _parse_bool("MODELRUNNER_SANDBOX", switch)
     for variable, (key, kind) in numbers.items():
         if raw := env.get(variable, "").strip():
             values[key] = _parse_number(variable, raw, kind)

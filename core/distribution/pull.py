@@ -257,7 +257,7 @@ class Puller:
             job.state = "resolving"
             manifest = await client.get_manifest(ref)
             document = check_manifest(manifest, ref)
-            cached = await self._cached(job, manifest.digest)
+            cached = await self._cached(job, manifest.digest, document)
             if cached is not None:
                 return cached
             config_bytes = await self._config(client, ref, document)
@@ -282,11 +282,20 @@ class Puller:
         else:
             await client.close()
 
-    async def _cached(self, job: PullJob, model_id: str) -> StoredModel | None:
-        """Tag and return the model when its manifest is already stored."""
+    async def _cached(
+        self, job: PullJob, model_id: str, document: dict[str, Any]
+    ) -> StoredModel | None:
+        """Tag and return the model when it is already stored whole (manifest and every blob).
+
+        A model whose blobs went missing (e.g. removed by `fsck --repair`) is pulled again: the
+        blobs still there are kept, the missing ones fetched.
+        """
         try:
             await asyncio.to_thread(self.store.get, model_id)
         except ModelNotFound:
+            return None
+        digests = [document["config"]["digest"], *(d["digest"] for d in document["layers"])]
+        if not all(self.store.blob_path(digest).is_file() for digest in digests):
             return None
         await asyncio.to_thread(self.store.tag, model_id, job.reference.stored)
         model = await asyncio.to_thread(self.store.get, model_id)

@@ -393,6 +393,7 @@ class RunnerPool:
             on_state=lambda _server, state: self._process_state(entry, state),
             config=prepared.config,
             draft=prepared.draft,
+            sandbox=self.settings.sandbox,
         )
         entry.attach(server)
         await server.start(self.settings.load_timeout)

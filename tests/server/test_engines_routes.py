@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import collections
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,8 +11,6 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelrunner.core.inference.configure import ConfigEntry, ConfigureRequest, apply_configure
-from modelrunner.core.inference.metrics import EngineMetrics, exposition
 from modelrunner.core.runner import ModelRunner
 from modelrunner.core.settings import Settings
 from modelrunner.server.app import build_app
@@ -38,41 +35,10 @@ class BusyInfo:
     mode: str = "completion"
 
 
-class EngineRunner(ModelRunner):
-    """ModelRunner with the engine facade methods the routes call, built from core helpers."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.metrics = EngineMetrics()
-
-    async def _model_id(self, reference: str) -> str:
-        return (await self.find_model(reference)).id
-
-    async def configure(self, request: ConfigureRequest) -> None:
-        await apply_configure(
-            request, resolve=self._model_id, pool=self.pool, configs=self.pool.configs
-        )
-
-    async def configurations(self, reference: str | None = None) -> list[ConfigEntry]:
-        model_id = None if reference is None else await self._model_id(reference)
-        stored = {model.id for model in await self.list_models()}
-        return [e for e in self.pool.configs.entries(model_id) if e.model_id in stored]
-
-    async def forget_configs(self, references: Sequence[str] | None = None) -> int:
-        ids = None if references is None else [await self._model_id(r) for r in references]
-        return self.pool.configs.forget(ids)
-
-    async def metrics_text(self) -> str:
-        infos = self.pool.running()
-        runners = [r for info in infos if (r := self.pool.get(info.model_id)) is not None]
-        states = collections.Counter(info.state for info in infos)
-        return await exposition(self.pool.upstream, runners, self.metrics, states)
-
-
 @pytest.fixture
-async def engine(settings: Settings, tiny_gguf: Path) -> AsyncIterator[EngineRunner]:
+async def engine(settings: Settings, tiny_gguf: Path) -> AsyncIterator[ModelRunner]:
     """A started runner with two tiny models: ai/tiny and ai/tiny2 (different IDs)."""
-    runner = EngineRunner(settings)
+    runner = ModelRunner(settings)
     await runner.start()
     await runner.package_model(tiny_gguf, "ai/tiny:latest", context_size=256)
     await runner.package_model(tiny_gguf, "ai/tiny2:latest", context_size=384)
@@ -83,7 +49,7 @@ async def engine(settings: Settings, tiny_gguf: Path) -> AsyncIterator[EngineRun
 
 
 @pytest.fixture
-async def api(engine: EngineRunner) -> AsyncIterator[httpx.AsyncClient]:
+async def api(engine: ModelRunner) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=build_app(engine, manage_runner=False))
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
         yield http
@@ -152,7 +118,7 @@ async def test_configure_validation(api: httpx.AsyncClient) -> None:
 
 
 async def test_configure_is_honoured_by_the_next_load(
-    api: httpx.AsyncClient, engine: EngineRunner
+    api: httpx.AsyncClient, engine: ModelRunner
 ) -> None:
     await chat(api, "ai/tiny")
     body = {"model": "ai/tiny", "context-size": 512, "runtime-flags": ["--threads", "1"],
@@ -183,7 +149,7 @@ async def test_configure_is_honoured_by_the_next_load(
 
 
 async def test_configure_refuses_a_busy_runner(
-    api: httpx.AsyncClient, engine: EngineRunner, monkeypatch: pytest.MonkeyPatch
+    api: httpx.AsyncClient, engine: ModelRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = await engine.get_model("ai/tiny")
     busy = BusyInfo(model.id)
@@ -216,7 +182,7 @@ async def test_metrics_carry_per_model_series_for_two_models(api: httpx.AsyncCli
 async def test_metrics_without_llama_metrics_are_ours_only(
     settings: Settings, tiny_gguf: Path
 ) -> None:
-    runner = EngineRunner(settings.with_changes(llama_args=("-ngl", "0")))
+    runner = ModelRunner(settings.with_changes(llama_args=("-ngl", "0")))
     await runner.start()
     try:
         await runner.package_model(tiny_gguf, "ai/tiny:latest")
@@ -233,7 +199,7 @@ async def test_metrics_without_llama_metrics_are_ours_only(
 
 
 async def test_disable_metrics_removes_the_route(settings: Settings) -> None:
-    runner = EngineRunner(settings.with_changes(disable_metrics=True))
+    runner = ModelRunner(settings.with_changes(disable_metrics=True))
     transport = httpx.ASGITransport(app=build_app(runner, manage_runner=False))
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
         response = await http.get("/metrics")
