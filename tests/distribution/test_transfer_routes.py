@@ -173,3 +173,21 @@ def test_cli_login_checks_then_saves_and_logout_forgets(
     assert cli(["logout", host]) == 0
     assert cli(["logout", host]) == 1
     assert "not logged in" in capsys.readouterr().err
+
+
+async def test_a_pull_restores_a_blob_that_went_missing(
+    registry: RunningRegistry, source: ModelRunner, destination: ModelRunner, tmp_path: Path
+) -> None:
+    """After `fsck --repair` removed a corrupt blob, pulling the model again fetches just it."""
+    reference = f"{registry.host}/repair/tiny:v1"
+    await source.package_model(write_tiny_gguf(tmp_path / "tiny.gguf"), reference)
+    await source.push(reference)
+    model = await destination.pull(reference)
+    [weights] = [p for p in destination.store.layout.root.glob("blobs/sha256/*") if
+                 p.stat().st_size > 100_000]  # fmt: skip
+    weights.unlink()
+    again = await destination.pull(reference)
+    assert again.id == model.id
+    assert weights.is_file()
+    bundle = destination.store.bundle(reference)
+    assert bundle.gguf.stat().st_size == weights.stat().st_size
