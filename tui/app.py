@@ -15,6 +15,7 @@ from textual.widgets import Input
 from modelrunner.core.errors import CoreError
 from modelrunner.core.runner import ModelRunner
 from modelrunner.core.settings import Settings
+from modelrunner.tui.commands import ModelCommands
 from modelrunner.tui.keys import APP_BINDINGS
 from modelrunner.tui.messages import CoreEventArrived, CoreNews, CoreStarted, CoreStartFailed
 from modelrunner.tui.screens.chat import ChatScreen
@@ -29,6 +30,8 @@ class ModelRunnerApp(App[None]):
     TITLE = "modelrunner"
 
     BINDINGS: ClassVar[list[BindingType]] = APP_BINDINGS
+
+    COMMANDS = App.COMMANDS | {ModelCommands}
 
     def __init__(self, runner: ModelRunner, settings: Settings) -> None:
         super().__init__()

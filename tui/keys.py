@@ -57,3 +57,30 @@ CHAT_BINDINGS: list[BindingType] = [
     ),
 ]
 """Bindings of the chat screen (models pane + conversation)."""
+
+MODEL_BINDINGS: list[BindingType] = [
+    Binding("p", "pull_model", "Pull", tooltip="Pull a model from a registry", id="pull-model"),
+    Binding(
+        "ctrl+o",
+        "pull_model",
+        "Pull",
+        show=False,
+        tooltip="Pull a model from a registry (also while typing)",
+        id="pull-model-anywhere",
+    ),
+    Binding(
+        "d,delete",
+        "remove_model",
+        "Remove",
+        tooltip="Remove the highlighted model from the store",
+        id="remove-model",
+    ),
+    Binding(
+        "u",
+        "unload_model",
+        "Unload",
+        tooltip="Stop the highlighted model's llama-server",
+        id="unload-model",
+    ),
+]
+"""Bindings for managing models: pulling anywhere, removing and unloading from the models table."""

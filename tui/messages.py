@@ -86,3 +86,23 @@ class ReplyFailed(Message, bubble=False):
     """Which reply failed."""
     message: str
     """What went wrong, in the core's words."""
+
+
+@dataclass
+class PullCallFailed(Message, bubble=False):
+    """Posted when a pull worker's call to the facade raised."""
+
+    reference: str
+    """The normalised reference that was asked for."""
+    message: str
+    """What went wrong, in the core's words."""
+
+
+@dataclass
+class ModelActionDone(Message, bubble=False):
+    """Posted when a remove or unload worker finished; the text says what happened."""
+
+    text: str
+    """One sentence for the status line."""
+    error: bool = False
+    """Whether it failed."""

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelrunner.core.events import DefaultModelProgressed, EngineBuildProgressed, EngineReady
+from modelrunner.core.events import (
+    DefaultModelProgressed,
+    EngineBuildProgressed,
+    EngineReady,
+    PullFailed,
+    PullFinished,
+    RunnerEvicted,
+)
 from modelrunner.tui.formatting import short_name
 from modelrunner.tui.messages import CoreNews, CoreStartFailed
+from modelrunner.tui.pull_progress import CANCELLED_STATUS
 
 NEWS_LINGER = 10.0
 """Seconds good news stays on show."""
@@ -42,4 +50,24 @@ def status_news(news: CoreNews) -> StatusNews | None:
             if done:
                 return StatusNews(f"{name} is in the store.", linger=NEWS_LINGER)
             return StatusNews(f"Importing {name}: {message}…")
+        case PullFinished(reference=reference, cached=cached):
+            name = short_name(reference)
+            said = f"{name} was already in the store; tagged." if cached else f"Pulled {name}."
+            return StatusNews(said, linger=NEWS_LINGER)
+        case PullFailed(reference=reference, message=message, status=status):
+            if status == CANCELLED_STATUS:
+                return StatusNews(f"Pull of {short_name(reference)} cancelled.", linger=NEWS_LINGER)
+            return StatusNews(pull_failed_text(reference, message), error=True)
+        case RunnerEvicted(reference=reference, reason=reason, for_model=for_model):
+            why = (
+                "idle past its keep-alive"
+                if reason == "idle"
+                else f"to make room for {short_name(for_model) or 'another model'}"
+            )
+            return StatusNews(f"Unloaded {short_name(reference)}: {why}.", linger=NEWS_LINGER)
     return None
+
+
+def pull_failed_text(reference: str, message: str) -> str:
+    """The sentence for a pull that failed."""
+    return f"Could not pull {short_name(reference)}: {message}"

@@ -14,10 +14,12 @@ from textual.css.query import NoMatches
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from modelrunner.core.events import RunnerStateChanged
+from modelrunner.core.errors import CoreError
+from modelrunner.core.events import PullFailed, PullFinished, PullProgressed, RunnerStateChanged
+from modelrunner.core.references import parse_reference
 from modelrunner.core.runner import ModelRunner
 from modelrunner.core.settings import Settings
-from modelrunner.core.store.store import ModelStore
+from modelrunner.core.store.store import ModelStore, StoredModel
 from modelrunner.tui.app import ModelRunnerApp
 from modelrunner.tui.screens.chat import ChatScreen
 from tests.gguf_factory import write_tiny_gguf
@@ -81,6 +83,71 @@ class CannedRunner(ModelRunner):
         for index, word in enumerate(self.reply.split(" ")):
             await asyncio.sleep(self.delay)
             yield word if index == 0 else f" {word}"
+
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def pull_at_40_percent(reference: str) -> list[PullProgressed]:
+    """A pull resumed from a partial file, then at 40 % of 1 GiB, 5 MiB/s: fixed numbers, no clock.
+
+    The GGUF layer had 96 MiB on disk from an earlier run; the licence layer was stored already.
+    """
+    total = GIB
+    gguf_size, licence_size = GIB - 4096, 4096
+    gguf, licence = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    pulled = int(0.4 * GIB)
+    at_start = 96 * MIB + licence_size
+    speed = 5 * MIB
+    return [
+        PullProgressed(reference, gguf, gguf_size, 96 * MIB, total, at_start, "queued"),
+        PullProgressed(reference, licence, licence_size, licence_size, total, at_start, "done"),
+        PullProgressed(
+            reference, gguf, gguf_size, pulled - licence_size, total, pulled, "downloading",
+            speed=speed, average_speed=speed, eta=(total - pulled) / speed,
+        ),
+    ]  # fmt: skip
+
+
+class PullingRunner(CannedRunner):
+    """CannedRunner whose pull publishes scripted events on the real bus, then stores a tiny GGUF.
+
+    The network is not under test here: the events are what the distribution code publishes.
+    """
+
+    def __init__(self, settings: Settings, gguf: Path) -> None:
+        super().__init__(settings)
+        self.gguf = gguf
+        """What a successful pull stores under the reference."""
+        self.release = asyncio.Event()
+        """Set it to let the pulls finish (or fail)."""
+        self.failure: CoreError | None = None
+        """Raise this (after publishing PullFailed) instead of storing the model."""
+        self.pulled: list[str] = []
+        """Each reference pull() was called with."""
+        self.cancelled: list[str] = []
+        """Each reference cancel_pull() was called with."""
+
+    async def pull(
+        self, reference: str, *, on_progress: Any = None, token: str | None = None
+    ) -> StoredModel:
+        key = parse_reference(reference).normalized
+        self.pulled.append(key)
+        for event in pull_at_40_percent(key):
+            self.bus.publish(event)
+            await asyncio.sleep(0)
+        await self.release.wait()
+        if self.failure is not None:
+            self.bus.publish(PullFailed(key, self.failure.message, self.failure.status))
+            raise self.failure
+        model = await self.package_model(self.gguf, key)  # publishes ModelsChanged
+        self.bus.publish(PullFinished(key, model.id, cached=False, size="1.00GiB"))
+        return model
+
+    async def cancel_pull(self, reference: str) -> bool:
+        self.cancelled.append(parse_reference(reference).normalized)
+        return True
 
 
 async def wait_until(pilot: Pilot[Any], condition: Callable[[], bool], within: float = 10) -> None:

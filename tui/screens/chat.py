@@ -10,7 +10,6 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
-from textual.screen import Screen
 from textual.signal import Signal
 from textual.widgets import Footer, Static
 
@@ -31,8 +30,11 @@ from modelrunner.tui.messages import (
     ReplyStreamed,
 )
 from modelrunner.tui.news import status_news
+from modelrunner.tui.screens.library import LibraryScreen
 from modelrunner.tui.widgets.models_table import ModelRow, ModelsTable
 from modelrunner.tui.widgets.prompt import PromptInput
+from modelrunner.tui.widgets.pull_list import PullList
+from modelrunner.tui.widgets.runner_list import RunnerList
 from modelrunner.tui.widgets.status_line import StatusLine
 from modelrunner.tui.widgets.transcript import ReplyTurn, Transcript
 
@@ -46,8 +48,11 @@ STATE_WORDS = {
 }
 """How a runner state reads in the chat pane's subtitle."""
 
+EMPTY_STORE = "No models in the store yet: press p to pull one."
+"""What the models pane says while the store is empty."""
 
-class ChatScreen(Screen[None]):
+
+class ChatScreen(LibraryScreen):
     """Pick a model on the left, talk to it on the right."""
 
     BINDINGS: ClassVar[list[BindingType]] = CHAT_BINDINGS
@@ -61,8 +66,7 @@ class ChatScreen(Screen[None]):
     def __init__(
         self, runner: ModelRunner, settings: Settings, core_events: Signal[CoreNews]
     ) -> None:
-        super().__init__()
-        self.runner = runner
+        super().__init__(runner)
         self.settings = settings
         self.core_events = core_events
         self.conversation: list[dict[str, str]] = []
@@ -73,9 +77,12 @@ class ChatScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="panes"):
-            with Vertical(id="models-pane"):
-                yield ModelsTable(id="models")
-                yield Static("No models in the store yet.", id="models-empty", markup=False)
+            with Vertical(id="library"):
+                with Vertical(id="models-pane"):
+                    yield ModelsTable(id="models")
+                    yield Static(EMPTY_STORE, id="models-empty", markup=False)
+                yield PullList(id="pulls")
+                yield RunnerList(id="runners")
             with Vertical(id="chat-pane"):
                 yield Transcript(id="transcript")
                 yield PromptInput(id="prompt", placeholder="Pick a model first")
@@ -91,11 +98,6 @@ class ChatScreen(Screen[None]):
     def is_listed(self) -> bool:
         """Whether the store's models have been read at least once."""
         return self._listed_once
-
-    @property
-    def table(self) -> ModelsTable:
-        """The models pane's table."""
-        return self.query_one(ModelsTable)
 
     @property
     def transcript(self) -> Transcript:
@@ -121,6 +123,7 @@ class ChatScreen(Screen[None]):
         if (said := status_news(news)) is not None:
             status = self.query_one(StatusLine)
             status.say(said.text, percent=said.percent, error=said.error, linger=said.linger)
+        self.show_library_news(news)
         match news:
             case CoreStarted() | ModelsChanged():
                 self.load_models()
@@ -205,7 +208,10 @@ class ChatScreen(Screen[None]):
         if not self._listed_once:
             return
         if not self.table.rows_by_reference:
-            hint = "The store is empty: add a model with `modelrunner package`, then pick it here."
+            hint = (
+                "The store is empty: press Ctrl+O to pull a model (ai/smollm2, say), "
+                "or add one with `modelrunner package`; then pick it here."
+            )
         elif self.chat_model is None:
             hint = "Pick a model on the left (↑/↓ then Enter) to start chatting."
         else:
@@ -293,7 +299,7 @@ class ChatScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop_reply":
             return self.generating
-        return True
+        return super().check_action(action, parameters)
 
     async def action_stop_reply(self) -> None:
         """Stop the reply being written; what arrived so far stays."""
