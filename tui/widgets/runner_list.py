@@ -112,20 +112,19 @@ class RunnerList(Static, can_focus=False):
         count = len(runners)
         self.border_subtitle = f"{count} model{'s' if count != 1 else ''}" if runners else ""
         table = Table.grid(padding=(0, 1), expand=True)
-        table.add_column(width=1)
-        table.add_column(ratio=1, no_wrap=True)
+        table.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
         table.add_column(no_wrap=True)
         table.add_column(justify="right", no_wrap=True)
         table.add_column(justify="right", no_wrap=True)
         for row in runners:
             glyph, word, style = STATE_LOOKS.get(row.state, ("·", row.state, ""))
             table.add_row(
-                Text(glyph, style=style),
-                Text(ellipsize(row.name, NAME_WIDTH)),
+                Text.assemble((glyph, style), " ", ellipsize(row.name, NAME_WIDTH)),
                 Text(word, style=style),
                 Text(human_size(row.memory_bytes) if row.memory_bytes else "", style="dim"),
                 Text(f"pid {row.pid}" if row.pid else "", style="dim"),
             )
             if row.detail and row.state in ("crashed", "failed"):
-                table.add_row("", Text(row.detail.splitlines()[-1], style="red"), "", "", "")
+                last_line = row.detail.strip().splitlines()[-1]
+                table.add_row(Text(f"  {last_line}", style="red"), "", "", "")
         self.update(table)
