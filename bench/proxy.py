@@ -110,9 +110,12 @@ async def _compare(port: int, server_pid: int, rounds: int) -> None:
                     ("direct", direct, direct_url),
                     ("proxy", session, proxied),
                 ):
-                    first, _total, _ = await _call(client, url, 1)
-                    ttft[name].append(first)
-                    first, total, chunks = await _call(client, url, 48)
+                    try:
+                        first, _total, _ = await _call(client, url, 1)
+                        ttft[name].append(first)
+                        first, total, chunks = await _call(client, url, 48)
+                    except aiohttp.ClientError as error:
+                        raise RuntimeError(f"{name} failed after {len(ttft[name])}") from error
                     if chunks > 1 and total > first:
                         rate[name].append((chunks - 1) / (total - first))
     _report("time to first token, p50", ttft, lower_is_better=True, unit="ms", scale=1000)

@@ -53,9 +53,16 @@ class UpstreamResponse:
         return b"".join([chunk async for chunk in self.iter_chunks()])
 
     async def aclose(self) -> None:
-        """Release the connection (closing it if the body was not read to the end)."""
-        self._response.release()
-        self._response.close()
+        """Give the connection back for reuse, or close it.
+
+        llama-server closes its end after every streamed (SSE) answer, so such a connection is
+        closed here rather than pooled, where the next request would find it dead.
+        """
+        if self.headers.get("Content-Type", "").startswith("text/event-stream"):
+            self._response.close()
+        else:
+            self._response.release()
+            self._response.close()
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
             on_close()
@@ -97,10 +104,14 @@ class UpstreamClient:
             if name.lower() not in _DROP_REQUEST_HEADERS
         }
         session = self._session(runner.socket_path)
+        url = f"http://localhost{path}"
         try:
-            response = await session.request(
-                method, f"http://localhost{path}", data=body or None, headers=forwarded
-            )
+            try:
+                response = await session.request(method, url, data=body or None, headers=forwarded)
+            except aiohttp.ServerDisconnectedError:
+                # A pooled connection the runner had already closed: nothing reached it, so
+                # sending once more on a fresh connection is safe.
+                response = await session.request(method, url, data=body or None, headers=forwarded)
         except aiohttp.ClientError as error:
             raise RunnerFailed(
                 f"llama-server for {runner.reference} is not answering: {error}"

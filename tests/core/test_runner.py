@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -151,3 +152,22 @@ async def test_removing_a_loaded_model_stops_its_runner(
     assert len(runner.running()) == 1
     await runner.remove_model("tiny")
     assert runner.running() == []
+
+
+async def test_requests_after_a_streamed_answer_still_get_through(
+    runner: ModelRunner, tiny: Path, llama_server: Path
+) -> None:
+    """llama-server closes its end after every SSE answer; a pooled dead connection must not
+    turn the next request into an error."""
+    await runner.package_model(tiny, "tiny")
+    for i in range(6):
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 2, "stream": i % 2 == 0}  # fmt: skip
+        response = await runner.forward(
+            "tiny", "/v1/chat/completions", json.dumps(body).encode(), {}
+        )
+        try:
+            assert response.status == 200, await response.read()
+            await response.read()
+        finally:
+            await response.aclose()
