@@ -43,8 +43,11 @@ log = logging.getLogger(__name__)
 STATE_WORDS = {
     "starting": "loading…",
     "ready": "loaded",
+    "busy": "loaded",
+    "idle": "loaded",
     "stopping": "unloading…",
     "failed": "failed",
+    "crashed": "crashed",
 }
 """How a runner state reads in the chat pane's subtitle."""
 
@@ -242,7 +245,8 @@ class ChatScreen(LibraryScreen):
         if row is None:
             return ""
         state = self.table.runner_states.get(row.model.id)
-        return "…" if state == "ready" else f"Loading {family_name(row.name)}…"
+        loaded = state in ("ready", "busy", "idle")
+        return "…" if loaded else f"Loading {family_name(row.name)}…"
 
     @work(exclusive=True, group="chat", exit_on_error=False)
     async def stream_reply(self, turn: int, reference: str, messages: list[dict[str, str]]) -> None:
