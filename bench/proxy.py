@@ -101,7 +101,9 @@ async def _compare(port: int, server_pid: int, rounds: int) -> None:
                     raise
                 await _sleep(0.1)
         sock = _llama_socket(server_pid)
-        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=sock)) as direct:
+        # llama-server closes its end after each streamed answer: connect afresh, as curl does
+        connector = aiohttp.UnixConnector(path=sock, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as direct:
             direct_url = "http://localhost/v1/chat/completions"
             ttft: dict[str, list[float]] = {"direct": [], "proxy": []}
             rate: dict[str, list[float]] = {"direct": [], "proxy": []}
