@@ -29,6 +29,7 @@ from modelrunner.core.inference.configure import ConfigEntry, ConfigureRequest, 
 from modelrunner.core.inference.llama_build import resolve_llama_server
 from modelrunner.core.inference.metrics import EngineMetrics, exposition
 from modelrunner.core.inference.pool import RunnerInfo, RunnerPool
+from modelrunner.core.inference.sandbox import sandbox_tool
 from modelrunner.core.inference.scheduler import EvictionPreview
 from modelrunner.core.inference.upstream import UpstreamResponse
 from modelrunner.core.references import display_name, parse_reference
@@ -63,6 +64,7 @@ class ModelRunner:
         """modelrunner's own Prometheus series, merged with every runner's in metrics_text()."""
         self._seeding: asyncio.Task[StoredModel | None] | None = None
         self._counting: asyncio.Task[None] | None = None
+        self._warming: asyncio.Task[None] | None = None
         self._started = False
 
     async def start(self) -> None:
@@ -72,6 +74,7 @@ class ModelRunner:
         self._started = True
         await asyncio.to_thread(self.store.list)
         self._counting = asyncio.create_task(self._count_events(self.bus.subscribe()))
+        self._warming = asyncio.create_task(self._warm_up())
         await self.puller.resume_pending()
         if self.settings.seed_default_model:
             self._seeding = asyncio.create_task(self.ensure_default_model())
@@ -82,6 +85,10 @@ class ModelRunner:
             self._seeding.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._seeding
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
         await self.puller.close()
         await self.pool.close()
         if self._counting is not None:
@@ -246,6 +253,18 @@ class ModelRunner:
         runners = [r for info in infos if (r := self.pool.get(info.model_id)) is not None]
         states = collections.Counter(info.state for info in infos)
         return await exposition(self.pool.upstream, runners, self.metrics, states)
+
+    async def _warm_up(self) -> None:
+        """Find llama-server and probe the sandbox now, so the first request does not wait.
+
+        Nothing is built here: without a binary, the first request builds it (with progress).
+        """
+        try:
+            if await asyncio.to_thread(resolve_llama_server, self.settings) is not None:
+                await self.pool.engine()
+            await asyncio.to_thread(sandbox_tool, self.settings.sandbox)
+        except CoreError as error:  # the first request reports it where someone sees it
+            log.info("warm-up: %s", error.message)
 
     async def _model_id(self, reference: str) -> str:
         return (await self.find_model(reference)).id

@@ -330,8 +330,17 @@ class RunnerPool:
     # -- loading ---------------------------------------------------------------------------
 
     async def _prepare(self, model_id: str) -> Prepared:
-        """The bundle, config and memory need of a model; shared by concurrent requests."""
+        """The bundle, config and memory need of a model; shared by concurrent requests.
+
+        Kept between loads (a model's files never change under its ID), and read again only
+        when its _configure'd config changed or its bundle went away.
+        """
         task = self._prepared.get(model_id)
+        if task is not None and task.done() and not task.cancelled() and not task.exception():
+            kept = task.result()
+            if kept.config != self.configs.get(model_id) or not kept.bundle.gguf.exists():
+                del self._prepared[model_id]
+                task = None
         if task is None:
             task = asyncio.create_task(self._read_model(model_id))
             self._prepared[model_id] = task
@@ -400,11 +409,10 @@ class RunnerPool:
         return server
 
     def _loaded(self, entry: RunnerEntry, load: asyncio.Task[LlamaServer]) -> None:
-        if self._prepared.get(entry.model_id) is not None:
-            del self._prepared[entry.model_id]
-        if (load.cancelled() or load.exception() is not None) and self._runners.get(
-            entry.model_id
-        ) is entry:
+        failed = load.cancelled() or load.exception() is not None
+        if failed and self._prepared.get(entry.model_id) is not None:
+            del self._prepared[entry.model_id]  # read it afresh next time
+        if failed and self._runners.get(entry.model_id) is entry:
             del self._runners[entry.model_id]
         self._notify()
 

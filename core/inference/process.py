@@ -176,16 +176,22 @@ class SupervisedProcess:
         probe: Callable[[], Awaitable[bool]],
         ready_timeout: float,
         *,
-        first_delay: float = 0.01,
+        first_delay: float = 0.005,
         max_delay: float = 0.1,
+        fast_for: float = 2.0,
     ) -> None:
-        """Poll `probe` with a growing delay until it returns True, then mark the process READY.
+        """Poll `probe` until it returns True, then mark the process READY.
+
+        The first `fast_for` seconds poll every `first_delay` (a small model is ready in a few
+        hundred milliseconds, and each probe is a cheap local request); after that the delay
+        grows to `max_delay`.
 
         Raises:
             ProcessExited: The process exited first (carries the tail of its output).
             TimeoutError: `probe` did not succeed within `ready_timeout` seconds.
         """
-        deadline = time.monotonic() + ready_timeout
+        started = time.monotonic()
+        deadline = started + ready_timeout
         delay = first_delay
         while True:
             if self._exited.is_set():
@@ -199,7 +205,8 @@ class SupervisedProcess:
             # Wake early if the process exits while we wait.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._exited.wait(), min(delay, remaining))
-            delay = min(delay * 2, max_delay)
+            if time.monotonic() - started > fast_for:
+                delay = min(delay * 2, max_delay)
 
     async def wait(self) -> int:
         """Wait for the process to exit and return its exit status."""

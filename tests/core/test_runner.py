@@ -33,8 +33,11 @@ def tiny(tmp_path: Path) -> Path:
 
 
 async def _collect(events: AsyncIterator[Event], count: int) -> list[Event]:
+    """The first `count` store events (the start-up's EngineReady and the like are skipped)."""
     seen: list[Event] = []
     async for event in events:
+        if not isinstance(event, ModelsChanged):
+            continue
         seen.append(event)
         if len(seen) == count:
             break
