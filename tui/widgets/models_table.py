@@ -32,7 +32,10 @@ NAME_WIDTH = 22
 STATE_GLYPHS: dict[str, tuple[str, str]] = {
     "starting": ("◌", "yellow"),
     "ready": ("●", "green"),
+    "idle": ("●", "green"),
+    "busy": ("◉", "bold green"),
     "stopping": ("◌", "dim"),
+    "crashed": ("✕", "red"),
     "failed": ("✕", "red"),
 }
 """How a runner state shows in the first column: glyph and Rich style."""
