@@ -80,3 +80,13 @@ def default_model_gguf() -> Path:
     if not wheel_models.is_cached(wheel_models.SMOLLM2, REAL_CACHE_DIR):
         pytest.skip("the default model is not cached: run `just setup`")
     return wheel_models.cached_path(wheel_models.SMOLLM2, REAL_CACHE_DIR)
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf() -> Path:
+    """Gemma 3 270M's GGUF from the real cache (fetched by `just setup`)."""
+    from modelrunner.core import wheel_models
+
+    if not wheel_models.is_cached(wheel_models.GEMMA3, REAL_CACHE_DIR):
+        pytest.skip("Gemma 3 is not cached: run `just setup`")
+    return wheel_models.cached_path(wheel_models.GEMMA3, REAL_CACHE_DIR)
