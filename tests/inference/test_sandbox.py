@@ -105,7 +105,7 @@ def test_the_switch(monkeypatch: pytest.MonkeyPatch) -> None:
         parse_switch({"MODELRUNNER_SANDBOX": "maybe"})
     assert sandbox_tool(False) is None
     monkeypatch.setattr(sandbox, "find_bwrap", lambda: None)
-    monkeypatch.setattr(sandbox.sys, "platform", "linux")
+    monkeypatch.setattr("sys.platform", "linux")
     assert sandbox_tool(None) is None  # automatic: run bare when bubblewrap cannot work
     with pytest.raises(RunnerFailed, match="bubblewrap"):
         sandbox_tool(True)
