@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modelrunner.core.system.gpu import GpuSample
+from modelrunner.core.system.host import HostSample
+
 
 @dataclass(frozen=True, slots=True)
 class EngineBuildProgressed:
@@ -114,6 +117,16 @@ class RunnerEvicted:
     """The model whose load needed the room, for "memory" and "limit"."""
 
 
+@dataclass(frozen=True, slots=True)
+class SystemSampled:
+    """The machine's CPU, RAM and GPUs were read, with each runner's share attributed."""
+
+    host: HostSample
+    """CPU and RAM, and each runner's process tree by root pid."""
+    gpus: GpuSample
+    """Every GPU, or none with the reason."""
+
+
 Event = (
     EngineBuildProgressed
     | EngineReady
@@ -124,5 +137,6 @@ Event = (
     | PullProgressed
     | PullFinished
     | PullFailed
+    | SystemSampled
 )
 """Everything the core may publish."""

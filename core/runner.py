@@ -24,7 +24,13 @@ from modelrunner.core.distribution.push import PushProgress, PushResult
 from modelrunner.core.distribution.registry import RegistryClient
 from modelrunner.core.errors import CoreError, InvalidInput, ModelNotFound
 from modelrunner.core.event_bus import EventBus
-from modelrunner.core.events import DefaultModelProgressed, Event, ModelsChanged, RunnerEvicted
+from modelrunner.core.events import (
+    DefaultModelProgressed,
+    Event,
+    ModelsChanged,
+    RunnerEvicted,
+    SystemSampled,
+)
 from modelrunner.core.inference.configure import ConfigEntry, ConfigureRequest, apply_configure
 from modelrunner.core.inference.llama_build import resolve_llama_server
 from modelrunner.core.inference.metrics import EngineMetrics, exposition
@@ -430,6 +436,25 @@ class ModelRunner:
         host = await self.pool.host.read(list(pids))
         gpus = await self.pool.gpu.read(pids)
         return host, gpus
+
+    # -- system readings (the TUI's gauges) ------------------------------------------------
+
+    async def sample_system(self, interval: float = 1.0) -> AsyncIterator[SystemSampled]:
+        """Read CPU, RAM and GPUs every `interval` seconds for as long as the caller iterates.
+
+        Each sample is published on the bus and yielded. Nothing is read while nobody samples,
+        so the headless API pays nothing for the TUI's gauges.
+        """
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            host, gpus = await self.readings()
+            sample = SystemSampled(host, gpus)
+            self.bus.publish(sample)
+            yield sample
+            # A fixed cadence; after a long pause (a slow consumer) it restarts from now.
+            due = max(due + interval, loop.time())
+            await asyncio.sleep(due - loop.time())
 
     def running(self) -> list[RunnerInfo]:
         """The llama-server processes that are loaded or loading."""
