@@ -258,7 +258,8 @@ class ModelRunner:
         infos = self.pool.running()
         runners = [r for info in infos if (r := self.pool.get(info.model_id)) is not None]
         states = collections.Counter(info.state for info in infos)
-        return await exposition(self.pool.upstream, runners, self.metrics, states)
+        waiting = {display_name(info.reference): info.waiting for info in infos}
+        return await exposition(self.pool.upstream, runners, self.metrics, states, waiting)
 
     async def _warm_up(self) -> None:
         """Find llama-server and probe the sandbox now, so the first request does not wait.

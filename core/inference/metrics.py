@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from modelrunner.core.errors import CoreError
-from modelrunner.core.events import RunnerStateChanged
+from modelrunner.core.events import PullFailed, PullFinished, PullProgressed, RunnerStateChanged
 from modelrunner.core.references import display_name
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,12 @@ class EngineMetrics:
             "modelrunner_runner_evictions", "Runners stopped to make room or when idle.",
             ("model", "reason"),
         )  # fmt: skip
+        self.pulled_bytes = Counter(
+            "modelrunner_pulled_bytes", "Bytes downloaded by pulls (resumed bytes count once).",
+            ("model",),
+        )  # fmt: skip
         self._starting: dict[str, float] = {}
+        self._pull_seen: dict[tuple[str, str], int] = {}
 
     def observe_request(
         self, model: str, status: int, seconds: float, first_byte_seconds: float | None = None
@@ -180,7 +185,18 @@ class EngineMetrics:
         self.evictions.inc(model, reason)
 
     def on_event(self, event: object) -> None:
-        """Count loads and failures from the core's RunnerStateChanged events."""
+        """Count loads and failures (RunnerStateChanged) and pulled bytes (PullProgressed)."""
+        if isinstance(event, PullProgressed):
+            key = (event.reference, event.layer)
+            seen = self._pull_seen.setdefault(key, event.current)  # a resumed part is not new
+            if event.current > seen:
+                self.pulled_bytes.inc(display_name(event.reference), amount=event.current - seen)
+                self._pull_seen[key] = event.current
+            return
+        if isinstance(event, PullFinished | PullFailed):
+            for key in [k for k in self._pull_seen if k[0] == event.reference]:
+                del self._pull_seen[key]
+            return
         if not isinstance(event, RunnerStateChanged):
             return
         model = display_name(event.reference)
@@ -196,6 +212,7 @@ class EngineMetrics:
         series = (
             self.requests, self.request_seconds, self.first_token_seconds, self.tokens,
             self.tokens_per_second, self.loads, self.load_seconds, self.failures, self.evictions,
+            self.pulled_bytes,
         )  # fmt: skip
         return [metric.family() for metric in series]
 
@@ -322,12 +339,14 @@ async def exposition(
     runners: Sequence[RunnerLike],
     own: EngineMetrics,
     states: Mapping[str, int] | None = None,
+    waiting: Mapping[str, int] | None = None,
 ) -> str:
     """The whole /metrics answer: each ready runner's series with `model`, then ours.
 
     Args:
         runners: Every runner the pool holds; those not ready or without --metrics are skipped.
         states: How many runners are in each state, published as modelrunner_runners{state}.
+        waiting: Requests queued for each busy model, as modelrunner_queue_depth{model}.
     """
     scraped = [r for r in runners if r.ready and r.has_metrics]
     texts = await asyncio.gather(*(scrape(upstream, runner) for runner in scraped))
@@ -347,4 +366,11 @@ async def exposition(
             for state, count in states.items()
         ]
         ours.append(gauge)
+    if waiting is not None:
+        depth = Family("modelrunner_queue_depth", "gauge", "Requests waiting for a busy model.")
+        depth.samples = [
+            f'modelrunner_queue_depth{{model="{escape_label(model)}"}} {count}'
+            for model, count in waiting.items()
+        ]
+        ours.append(depth)
     return "".join(family.render() for family in merge([*groups, ours]))

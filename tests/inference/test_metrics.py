@@ -61,3 +61,37 @@ def test_our_registry_renders_counters_and_histograms() -> None:
 def test_an_empty_registry_is_still_a_valid_exposition() -> None:
     text = render(EngineMetrics().families())
     assert {f.name for f in text_string_to_metric_families(text)} >= {"modelrunner_requests"}
+
+
+def test_pulled_bytes_count_new_bytes_once_and_queue_depth_is_a_gauge() -> None:
+    from modelrunner.core.events import PullFinished, PullProgressed
+
+    own = EngineMetrics()
+
+    def progressed(layer: str, current: int) -> PullProgressed:
+        return PullProgressed("ai/x:latest", layer, 1000, current, 2000, current, "downloading")
+
+    for event in (
+        progressed("sha256:a", 300),  # first report: 300 bytes were already on disk (resumed)
+        progressed("sha256:a", 700),
+        progressed("sha256:a", 1000),
+        progressed("sha256:b", 0),
+        progressed("sha256:b", 1000),
+        PullFinished("ai/x:latest", "sha256:id", cached=False),
+        progressed("sha256:a", 1000),  # a later pull of the same tag starts a new count
+    ):
+        own.on_event(event)
+    text = "".join(family.render() for family in own.families())
+    assert 'modelrunner_pulled_bytes_total{model="x"} 1700' in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert "modelrunner_pulled_bytes" in families
+
+
+async def test_queue_depth_and_runner_states_are_gauges() -> None:
+    from modelrunner.core.inference.metrics import exposition
+
+    text = await exposition(None, [], EngineMetrics(), {"busy": 1}, {"smollm2": 3})  # type: ignore[arg-type]
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    [depth] = families["modelrunner_queue_depth"].samples
+    assert (depth.labels, depth.value) == ({"model": "smollm2"}, 3)
+    assert families["modelrunner_runners"].type == "gauge"
