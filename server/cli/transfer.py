@@ -6,68 +6,29 @@ import argparse
 import getpass
 import json
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
 from modelrunner.core.references import parse_reference
 from modelrunner.server.cli.client import ApiClient, CliError, model_path
-from modelrunner.server.cli.output import decimal_size
-
-
-class ProgressPrinter:
-    """One status line for a whole transfer: bytes, percent, speed; rewritten in place on a TTY."""
-
-    def __init__(self, out: TextIO, verb: str) -> None:
-        self.out = out
-        self.verb = verb
-        self.tty = out.isatty()
-        self.layers: dict[str, int] = {}
-        self.total = 0
-        self.started = time.monotonic()
-        self._last_print = 0.0
-
-    def update(self, message: dict[str, Any]) -> None:
-        layer = message.get("layer") or {}
-        if layer.get("id"):
-            self.layers[layer["id"]] = int(layer.get("current", 0))
-        self.total = max(self.total, int(message.get("total", 0)))
-        now = time.monotonic()
-        if now - self._last_print < (0.1 if self.tty else 2.0):
-            return
-        self._last_print = now
-        self._print(now)
-
-    def _print(self, now: float) -> None:
-        done = sum(self.layers.values())
-        elapsed = max(now - self.started, 1e-6)
-        percent = f"{100 * done / self.total:5.1f}%" if self.total else "     "
-        line = (
-            f"{self.verb} {percent} {decimal_size(done)} of {decimal_size(self.total)}"
-            f"  {decimal_size(done / elapsed)}/s"
-        )
-        if self.tty:
-            self.out.write(f"\r\033[K{line}")
-        else:
-            self.out.write(line + "\n")
-        self.out.flush()
-
-    def finish(self) -> None:
-        """Print where the transfer ended (and end the TTY's rewritten line)."""
-        if not self.layers:
-            return
-        self._print(time.monotonic())
-        if self.tty:
-            self.out.write("\n")
-            self.out.flush()
+from modelrunner.server.cli.progress_bars import ProgressDisplay
 
 
 def follow(
-    messages: Iterator[dict[str, Any]], verb: str, *, as_json: bool, out: TextIO | None = None
+    messages: Iterator[dict[str, Any]],
+    mode: str,
+    *,
+    as_json: bool,
+    out: TextIO | None = None,
+    display: ProgressDisplay | None = None,
 ) -> int:
-    """Show a progress stream; print its success message; an error message fails the command."""
-    out = sys.stdout if out is None else out
-    printer = ProgressPrinter(out, verb)
+    """Show a progress stream; print its success message; an error message fails the command.
+
+    `mode` is "pull" or "push"; `display` (with its own `out`) replaces the one made for `out`,
+    for tests that set a width or a TTY.
+    """
+    printer = ProgressDisplay(out or sys.stdout, mode) if display is None else display
+    out = printer.out
     for message in messages:
         if as_json:
             out.write(json.dumps(message) + "\n")
@@ -78,25 +39,34 @@ def follow(
         elif kind == "warning":
             print(f"Warning: {message.get('message', '')}", file=sys.stderr)
         elif kind == "error":
-            printer.finish()
+            printer.finish(success=False)
             raise CliError(str(message.get("message", "failed")).removeprefix("Error: "))
         elif kind == "success" and not as_json:
-            printer.finish()
+            printer.finish(success=True)
             print(message.get("message", ""), file=out)
     return 0
 
 
-def cmd_pull(client: ApiClient, args: argparse.Namespace) -> int:
-    reference = parse_reference(args.model).normalized
+def pull(client: ApiClient, reference: str, *, as_json: bool = False) -> int:
+    """POST /models/create for `reference` (sending HF_TOKEN for Hugging Face), showing progress."""
     body: dict[str, Any] = {"from": reference}
     if ref_token := _hf_token(reference):
         body["bearer-token"] = ref_token
-    return follow(client.stream_progress("/models/create", body), "Downloading", as_json=args.json)
+    return follow(client.stream_progress("/models/create", body), "pull", as_json=as_json)
+
+
+def push(client: ApiClient, name: str, *, as_json: bool = False) -> int:
+    """POST /models/{name}/push, showing progress."""
+    path = f"/models/{model_path(name)}/push"
+    return follow(client.stream_progress(path), "push", as_json=as_json)
+
+
+def cmd_pull(client: ApiClient, args: argparse.Namespace) -> int:
+    return pull(client, parse_reference(args.model).normalized, as_json=args.json)
 
 
 def cmd_push(client: ApiClient, args: argparse.Namespace) -> int:
-    path = f"/models/{model_path(args.model)}/push"
-    return follow(client.stream_progress(path), "Uploading", as_json=args.json)
+    return push(client, args.model, as_json=args.json)
 
 
 def _hf_token(reference: str) -> str | None:
