@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     package.add_argument(
         "-l", "--license", action="append", type=Path, default=[], help="a license (repeatable)"
     )
+    package.add_argument(
+        "--push",
+        action="store_true",
+        help="then push MODEL to its registry through the server, which holds the credentials "
+        "and reports the progress (DMR's CLI pushes directly)",
+    )
     package.set_defaults(handler=cmd_package)
 
     run = commands.add_parser(

@@ -1,4 +1,10 @@
-"""`modelrunner package`: build the artifact here, stream it to POST /models/load, then tag it."""
+"""`modelrunner package`: build the artifact here, stream it to POST /models/load, tag it, and
+with `--push` push it through the server (POST /models/{name}/push).
+
+DMR's CLI pushes straight to the registry itself. Ours asks the server to push the model it has
+just stored, so the credentials (`modelrunner login`, Docker's config) and the progress stream are
+those of every other push.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from modelrunner.core.references import parse_reference
 from modelrunner.core.store.archive import write_archive
 from modelrunner.core.store.package import Artifact, build_gguf_artifact
 from modelrunner.server.cli.client import ApiClient, CliError
+from modelrunner.server.cli.transfer import push
 
 _CHUNK = 1 << 20
 
@@ -55,7 +62,8 @@ def archive_chunks(artifact: Artifact) -> Iterator[bytes]:
 
 
 def package_and_load(client: ApiClient, args: argparse.Namespace) -> int:
-    """DMR's local flow: build, `POST /models/load` the tarball, `POST /models/sha256:<id>/tag`."""
+    """DMR's local flow: build, `POST /models/load` the tarball, `POST /models/sha256:<id>/tag`;
+    then, with --push, push the tag through the server."""
     target = parse_reference(args.target)
     if target.digest is not None:
         raise CliError(f"invalid name {args.target!r}: package under a tag, not a digest")
@@ -76,4 +84,13 @@ def package_and_load(client: ApiClient, args: argparse.Namespace) -> int:
         raise CliError(f"the server stored {model_id}, expected {artifact.id}")
     client.tag(model_id, target.name, target.tag)
     print(f'Model {model_id[7:19]} loaded and tagged "{args.target}"')
-    return 0
+    if not getattr(args, "push", False):
+        return 0
+    print(f"Pushing {args.target}...")
+    try:
+        return push(client, args.target)
+    except CliError as error:
+        raise CliError(
+            f"cannot push {args.target}: {error.message} (it is stored here; retry with "
+            f"`modelrunner push {args.target}`)"
+        ) from error
