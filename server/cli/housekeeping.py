@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modelrunner.server.cli import output
-from modelrunner.server.cli.client import ApiClient
+from modelrunner.server.cli.client import ApiClient, CliError
 
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 
@@ -45,7 +46,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     fsck.set_defaults(handler=cmd_fsck)
 
     updates = commands.add_parser("updates", help="check the registries for newer models")
-    updates.add_argument("--json", action="store_true", help="print the statuses as JSON")
+    shape = updates.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print the statuses as JSON")
+    shape.add_argument(
+        "--pull", action="store_true", help="then pull every tag whose registry has a newer model"
+    )
     updates.set_defaults(handler=cmd_updates)
 
 
@@ -163,4 +168,26 @@ def cmd_updates(client: ApiClient, args: argparse.Namespace) -> int:
         for s in statuses
     ]
     print(output.table(("MODEL", "MODEL ID", "STATUS"), rows) if rows else "No registry models.")
-    return 0
+    if not args.pull:
+        return 0
+    newer = [str(s["tag"]) for s in statuses if s.get("status") == "update available"]
+    return pull_updates(client, newer)
+
+
+def pull_updates(client: ApiClient, tags: Sequence[str]) -> int:
+    """Pull each tag in turn (one failure does not stop the rest); 1 if any failed."""
+    from modelrunner.server.cli.transfer import pull
+
+    failed: list[str] = []
+    for tag in tags:
+        print(f"\nPulling {tag}")
+        try:
+            pull(client, tag)
+        except CliError as error:
+            print(f"modelrunner: cannot update {tag}: {error.message}", file=sys.stderr)
+            failed.append(tag)
+    updated = len(tags) - len(failed)
+    print(f"\nUpdated {updated} model(s).")
+    if failed:
+        print(f"Failed to update {len(failed)}: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
