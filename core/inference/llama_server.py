@@ -145,6 +145,24 @@ def build_argv(
     return argv
 
 
+_LOAD_STAGES = (
+    ("load_model: loading model", "loading the model"),
+    ("threadpool init", "initialising"),
+    ("load_model: initializing", "initialising"),
+    ("warming up", "warming up"),
+    ("model loaded", "model loaded"),
+    ("listening on", "listening"),
+)
+
+
+def load_stage(line: str) -> str | None:
+    """The loading stage a line of llama-server's output announces, if any."""
+    for marker, stage in _LOAD_STAGES:
+        if marker in line:
+            return stage
+    return None
+
+
 def sandbox_paths(binary: Path, runtime_dir: Path, *bundles: BundleLike | None) -> SandboxPaths:
     """What llama-server reads and writes: its binary, the models' directories, its socket dir."""
     files = [
@@ -197,6 +215,7 @@ class LlamaServer:
         config: RunnerConfig | None = None,
         draft: BundleLike | None = None,
         sandbox: bool | None = None,
+        on_load_stage: Callable[[str], None] | None = None,
     ) -> None:
         """A stopped runner; `start()` launches it.
 
@@ -243,9 +262,21 @@ class LlamaServer:
         """What is executed: `argv`, wrapped by the sandbox when there is one."""
         self.last_used = time.time()
         self._on_state = on_state
+        self._on_load_stage = on_load_stage
+        self.load_stage = ""
+        """The last loading stage llama-server announced ("loading the model", "listening")."""
         self.process = SupervisedProcess(
-            self.command, log=OutputLog(200, log_file), on_state=self._state_changed
+            self.command,
+            log=OutputLog(200, log_file, on_line=self._line),
+            on_state=self._state_changed,
         )
+
+    def _line(self, line: str) -> None:
+        if self._on_load_stage is not None and self.process.state is ProcessState.STARTING:
+            stage = load_stage(line)
+            if stage is not None and stage != self.load_stage:
+                self.load_stage = stage
+                self._on_load_stage(stage)
 
     def _state_changed(self, state: ProcessState) -> None:
         if self._on_state is not None:

@@ -403,6 +403,7 @@ class RunnerPool:
             config=prepared.config,
             draft=prepared.draft,
             sandbox=self.settings.sandbox,
+            on_load_stage=lambda stage: self._publish(entry, stage),
         )
         entry.attach(server)
         await server.start(self.settings.load_timeout)

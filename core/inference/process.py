@@ -59,10 +59,17 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None]:
 class OutputLog:
     """The last lines a process wrote, optionally mirrored to a file."""
 
-    def __init__(self, max_lines: int = 200, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        max_lines: int = 200,
+        path: Path | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
         self.lines: deque[str] = deque(maxlen=max_lines)
         """The newest lines, oldest first, without line endings."""
         self.path = path
+        self.on_line = on_line
+        """Called with each line as it arrives (e.g. to follow a model's loading)."""
         self._file: IO[str] | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +77,8 @@ class OutputLog:
 
     def append(self, line: str) -> None:
         self.lines.append(line)
+        if self.on_line is not None:
+            self.on_line(line)
         if self._file is not None:
             self._file.write(line + "\n")
             self._file.flush()

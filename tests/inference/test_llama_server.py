@@ -14,6 +14,7 @@ from modelrunner.core.errors import InvalidInput, RunnerFailed
 from modelrunner.core.inference.llama_server import (
     LlamaServer,
     build_argv,
+    load_stage,
     probe_health,
     sweep_stale_runtime_dirs,
 )
@@ -218,3 +219,17 @@ def test_socket_dirs_of_dead_owners_are_swept(tmp_path: Path) -> None:
     (stale / "llama.sock").touch()
     assert sweep_stale_runtime_dirs(tmp_path) == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, unrelated.name])
+
+
+@pytest.mark.parametrize(
+    ("line", "stage"),
+    [
+        ("0.00.005.383 I srv    load_model: loading model '/b/model.gguf'", "loading the model"),
+        ("0.00.382.680 I cmn          init: llama threadpool init, n_threads = 2", "initialising"),
+        ("0.00.437.536 I srv  llama_server: model loaded", "model loaded"),
+        ("0.00.437.568 I srv  llama_server: listening on unix:///tmp/x/llama.sock", "listening"),
+        ("0.09.329.225 I slot print_timing: id  3 | task 0 | prompt eval time", None),
+    ],
+)
+def test_load_stages_are_read_from_llama_servers_output(line: str, stage: str | None) -> None:
+    assert load_stage(line) == stage
