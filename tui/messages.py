@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from modelrunner.core.events import EngineBuildProgressed, Event
+from modelrunner.core.events import EngineBuildProgressed, Event, SystemSampled
 from modelrunner.core.store.store import StoredModel
 
 
@@ -106,3 +106,11 @@ class ModelActionDone(Message, bubble=False):
     """One sentence for the status line."""
     error: bool = False
     """Whether it failed."""
+
+
+@dataclass
+class ReadingsTaken(Message, bubble=False):
+    """Posted when the system worker got a new CPU, RAM and GPU reading from the facade."""
+
+    sample: SystemSampled
+    """The reading, as the facade yielded it."""

@@ -31,6 +31,7 @@ from modelrunner.tui.messages import (
 )
 from modelrunner.tui.news import status_news
 from modelrunner.tui.screens.library import LibraryScreen
+from modelrunner.tui.widgets.gauges import SystemGauges
 from modelrunner.tui.widgets.models_table import ModelRow, ModelsTable
 from modelrunner.tui.widgets.prompt import PromptInput
 from modelrunner.tui.widgets.pull_list import PullList
@@ -86,6 +87,7 @@ class ChatScreen(LibraryScreen):
                     yield Static(EMPTY_STORE, id="models-empty", markup=False)
                 yield PullList(id="pulls")
                 yield RunnerList(id="runners")
+                yield SystemGauges(id="system")
             with Vertical(id="chat-pane"):
                 yield Transcript(id="transcript")
                 yield PromptInput(id="prompt", placeholder="Pick a model first")
@@ -118,6 +120,7 @@ class ChatScreen(LibraryScreen):
         self._show_chat_title()
         self.transcript.show_hint("Opening the model store…")
         self.table.focus()
+        self.sample_system()
 
     # -- the core's news ---------------------------------------------------------------------
 

@@ -21,8 +21,15 @@ from modelrunner.core.runner import ModelRunner
 from modelrunner.tui.dialogs import ConfirmDialog, PullDialog
 from modelrunner.tui.formatting import human_size
 from modelrunner.tui.keys import MODEL_BINDINGS
-from modelrunner.tui.messages import CoreNews, CoreStarted, ModelActionDone, PullCallFailed
+from modelrunner.tui.messages import (
+    CoreNews,
+    CoreStarted,
+    ModelActionDone,
+    PullCallFailed,
+    ReadingsTaken,
+)
 from modelrunner.tui.news import pull_failed_text
+from modelrunner.tui.widgets.gauges import SystemGauges
 from modelrunner.tui.widgets.models_table import ModelRow, ModelsTable
 from modelrunner.tui.widgets.pull_list import PullList
 from modelrunner.tui.widgets.runner_list import RunnerList
@@ -35,10 +42,11 @@ TABLE_ACTIONS = frozenset({"remove_model", "unload_model"})
 
 
 class LibraryScreen(Screen[None]):
-    """A screen with a ModelsTable, a PullList and a RunnerList: pulls, removes and unloads.
+    """A screen with a ModelsTable, a PullList, a RunnerList and SystemGauges.
 
-    Subclasses compose the widgets; this class keeps them in step with the core's events and runs
-    the facade calls the keys and the command palette ask for, in workers.
+    Subclasses compose the widgets and start `sample_system`; this class keeps the widgets in step
+    with the core's events and readings, and runs the facade calls the keys and the command
+    palette ask for (pulls, removes, unloads), in workers.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = MODEL_BINDINGS
@@ -79,6 +87,22 @@ class LibraryScreen(Screen[None]):
     def say(self, text: str, *, error: bool = False) -> None:
         """One sentence on the status line; good news clears itself."""
         self.query_one(StatusLine).say(text, error=error, linger=None if error else 10.0)
+
+    # -- system readings ---------------------------------------------------------------------
+
+    @work(exclusive=True, group="system", exit_on_error=False)
+    async def sample_system(self) -> None:
+        """Take the facade's CPU, RAM and GPU readings for the life of the screen."""
+        try:
+            async for sample in self.runner.sample_system():
+                self.post_message(ReadingsTaken(sample))
+        except CoreError as error:  # the gauges stop; the rest of the app goes on
+            log.warning("system readings stopped: %s", error.message)
+
+    @on(ReadingsTaken)
+    def _show_readings(self, message: ReadingsTaken) -> None:
+        self.query_one(SystemGauges).show(message.sample)
+        self.runner_list.measure(message.sample)
 
     # -- pulling -----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from modelrunner.core.events import RunnerEvicted, RunnerStateChanged
+from modelrunner.core.events import RunnerEvicted, RunnerStateChanged, SystemSampled
 from modelrunner.core.inference.pool import RunnerInfo
 from modelrunner.tui.formatting import ellipsize, human_size, short_name
 
@@ -48,6 +48,13 @@ class RunnerRow:
     """llama-server's process ID, when the pool reports one."""
     memory_bytes: int = 0
     """Estimated RAM + GPU memory, when the pool reports it (0: unknown)."""
+    measured_bytes: int | None = None
+    """RAM (the process tree's RSS) + GPU memory as last read; shown instead of the estimate."""
+
+    @property
+    def shown_bytes(self) -> int:
+        """The memory to show: measured when read, else the estimate (0: unknown)."""
+        return self.measured_bytes if self.measured_bytes else self.memory_bytes
 
 
 class RunnerList(Static, can_focus=False):
@@ -107,6 +114,21 @@ class RunnerList(Static, can_focus=False):
                 rows[info.model_id] = replace(row, pid=info.pid or row.pid, memory_bytes=memory)
         self.runners = tuple(rows.values())
 
+    def measure(self, sample: SystemSampled) -> None:
+        """Take each runner's measured memory (RSS of its processes + GPU) from a reading."""
+        rows = self.by_model_id
+        changed = False
+        for model_id, row in rows.items():
+            process = sample.host.processes.get(row.pid) if row.pid is not None else None
+            ram = process.rss_bytes if process else 0
+            total = ram + sample.gpus.runner_memory.get(model_id, 0)
+            measured = total or None  # nothing attributed (yet): keep showing the estimate
+            if measured != row.measured_bytes:
+                rows[model_id] = replace(row, measured_bytes=measured)
+                changed = True
+        if changed:
+            self.runners = tuple(rows.values())
+
     def watch_runners(self, runners: tuple[RunnerRow, ...]) -> None:
         self.set_class(not runners, "-empty")
         count = len(runners)
@@ -121,7 +143,7 @@ class RunnerList(Static, can_focus=False):
             table.add_row(
                 Text.assemble((glyph, style), " ", ellipsize(row.name, NAME_WIDTH)),
                 Text(word, style=style),
-                Text(human_size(row.memory_bytes) if row.memory_bytes else "", style="dim"),
+                Text(human_size(row.shown_bytes) if row.shown_bytes else "", style="dim"),
                 Text(f"pid {row.pid}" if row.pid else "", style="dim"),
             )
             if row.detail and row.state in ("crashed", "failed"):
