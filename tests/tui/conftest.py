@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,22 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from modelrunner.core.errors import CoreError
-from modelrunner.core.events import PullFailed, PullFinished, PullProgressed, RunnerStateChanged
+from modelrunner.core.events import (
+    PullFailed,
+    PullFinished,
+    PullProgressed,
+    RunnerStateChanged,
+    SystemSampled,
+)
 from modelrunner.core.references import parse_reference
 from modelrunner.core.runner import ModelRunner
 from modelrunner.core.settings import Settings
 from modelrunner.core.store.store import ModelStore, StoredModel
+from modelrunner.core.system.gpu import GpuSample
+from modelrunner.core.system.host import HostSample, ProcessSample
 from modelrunner.tui.app import ModelRunnerApp
 from modelrunner.tui.screens.chat import ChatScreen
+from modelrunner.tui.widgets.gauges import SystemGauges
 from tests.gguf_factory import write_tiny_gguf
 
 SNAPSHOTS = Path(__file__).parents[2] / "snapshots"
@@ -62,11 +72,39 @@ def two_models(settings: Settings, tmp_path: Path) -> Settings:
     return settings
 
 
+GIB = 1 << 30
+MIB = 1 << 20
+
+NO_GPU = GpuSample(reason="No NVIDIA GPU (NVML library not found)")
+"""What a machine without an NVIDIA GPU reads."""
+
+
+def canned_readings(
+    count: int = 40,
+    gpus: GpuSample = NO_GPU,
+    processes: dict[int, ProcessSample] | None = None,
+) -> list[SystemSampled]:
+    """`count` fixed readings: CPU in a slow wave around 35 %, 12-13 of 32 GiB of RAM in use."""
+    readings = []
+    for index in range(count):
+        cpu = round(35 + 25 * math.sin(index / 5), 1)
+        used = 12 * GIB + index * 24 * MIB
+        host = HostSample(cpu, 8, 32 * GIB, 32 * GIB - used, dict(processes or {}))
+        readings.append(SystemSampled(host, gpus))
+    return readings
+
+
 class CannedRunner(ModelRunner):
-    """The real runner and store, but chat answers with canned text instead of a llama-server."""
+    """The real runner and store, but chat answers with canned text instead of a llama-server,
+    and the system readings are canned too (no live number may reach a snapshot)."""
 
     def __init__(self, settings: Settings, reply: str = "Hello from a **canned** reply.") -> None:
         super().__init__(settings)
+        self.readings_script: list[SystemSampled] = canned_readings()
+        """What sample_system yields, at once; then it waits for good."""
+        self.readings_held = asyncio.Event()
+        """Cleared: sample_system waits for it before yielding (set: no wait)."""
+        self.readings_held.set()
         self.reply = reply
         """What every chat answers, streamed a word at a time."""
         self.delay = 0.0
@@ -84,9 +122,12 @@ class CannedRunner(ModelRunner):
             await asyncio.sleep(self.delay)
             yield word if index == 0 else f" {word}"
 
-
-GIB = 1 << 30
-MIB = 1 << 20
+    async def sample_system(self, interval: float = 1.0) -> AsyncIterator[SystemSampled]:
+        await self.readings_held.wait()
+        for sample in self.readings_script:
+            self.bus.publish(sample)
+            yield sample
+        await asyncio.Event().wait()  # no more readings, as a real sampler between two
 
 
 def pull_at_40_percent(reference: str) -> list[PullProgressed]:
@@ -197,3 +238,15 @@ async def reply_done(pilot: Pilot[Any], turn: int = 1, within: float = 60) -> Ch
         await app.workers.wait_for_complete(chat_workers)
     await pilot.pause()
     return screen
+
+
+async def readings_shown(pilot: Pilot[Any]) -> SystemGauges:
+    """Wait until the System pane has shown every canned reading; returns the pane."""
+    app = pilot.app
+    assert isinstance(app, ModelRunnerApp)
+    runner = app.runner
+    assert isinstance(runner, CannedRunner)
+    count = len(runner.readings_script)
+    await wait_until(pilot, lambda: app.screen.query_one(SystemGauges).samples_shown == count)
+    await pilot.pause()
+    return app.screen.query_one(SystemGauges)

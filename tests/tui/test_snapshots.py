@@ -1,4 +1,5 @@
-"""What the app looks like, per state: real runner and store on tmp dirs, fixed size, no clocks."""
+"""What the app looks like, per state: real runner and store on tmp dirs, fixed size, no clocks
+(and canned CPU/RAM/GPU readings, so no live number reaches a baseline)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,18 @@ from typing import Any
 
 from textual.pilot import Pilot
 
-from modelrunner.core.runner import ModelRunner
 from modelrunner.core.settings import Settings
 from modelrunner.tui.app import make_app
 from modelrunner.tui.dialogs import PullDialog
 from tests.gguf_factory import write_tiny_gguf
-from tests.tui.conftest import CannedRunner, PullingRunner, models_shown, reply_done, wait_until
+from tests.tui.conftest import (
+    CannedRunner,
+    PullingRunner,
+    models_shown,
+    readings_shown,
+    reply_done,
+    wait_until,
+)
 
 SIZE = (120, 36)
 
@@ -26,18 +33,20 @@ class TestFirstScreen:
         self, snap_compare: SnapCompare, two_models: Settings
     ) -> None:
         """Two stored models; the default one is picked and the prompt has the cursor."""
-        app = make_app(ModelRunner(two_models), two_models)
+        app = make_app(CannedRunner(two_models), two_models)
 
         async def run_before(pilot: Pilot[Any]) -> None:
+            await readings_shown(pilot)
             await models_shown(pilot)
 
         assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
     def test_empty_store(self, snap_compare: SnapCompare, settings: Settings) -> None:
         """No models: the store says so and the chat explains how to add one."""
-        app = make_app(ModelRunner(settings), settings)
+        app = make_app(CannedRunner(settings), settings)
 
         async def run_before(pilot: Pilot[Any]) -> None:
+            await readings_shown(pilot)
             await models_shown(pilot, count=0)
             await pilot.pause(0.1)
 
@@ -53,6 +62,7 @@ class TestChat:
         app = make_app(runner, two_models)
 
         async def run_before(pilot: Pilot[Any]) -> None:
+            await readings_shown(pilot)
             await models_shown(pilot)
             await pilot.press(*"Say hello", "enter")
             await reply_done(pilot)
@@ -69,6 +79,7 @@ class TestPulls:
         app = make_app(runner, two_models)
 
         async def run_before(pilot: Pilot[Any]) -> None:
+            await readings_shown(pilot)
             screen = await models_shown(pilot)
             screen.pull_list.quiet_after = math.inf  # the speed must not go quiet mid-snapshot
             await pilot.press("ctrl+o", *"gemma3", "enter")
@@ -84,9 +95,10 @@ class TestPulls:
         self, snap_compare: SnapCompare, two_models: Settings
     ) -> None:
         """Upper case outside hf.co: the error shows inline and Pull is disabled."""
-        app = make_app(ModelRunner(two_models), two_models)
+        app = make_app(CannedRunner(two_models), two_models)
 
         async def run_before(pilot: Pilot[Any]) -> None:
+            await readings_shown(pilot)
             await models_shown(pilot)
             await pilot.press("ctrl+o", *"Gemma3:4B")
             await wait_until(pilot, lambda: isinstance(app.screen, PullDialog))
