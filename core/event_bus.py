@@ -7,7 +7,7 @@ import contextlib
 import threading
 import weakref
 
-from modelrunner.core.events import EngineBuildProgressed, Event, PullProgressed
+from modelrunner.core.events import EngineBuildProgressed, Event, PullProgressed, SystemSampled
 
 _QUEUE_LIMIT = 1000
 
@@ -79,7 +79,7 @@ def _offer(queue: asyncio.Queue[Event], event: Event) -> None:
     """Queue an event; a slow subscriber loses progress ticks (the next one supersedes them),
     never other events."""
     if queue.full():
-        if isinstance(event, EngineBuildProgressed | PullProgressed):
+        if isinstance(event, EngineBuildProgressed | PullProgressed | SystemSampled):
             return
         with contextlib.suppress(asyncio.QueueEmpty):
             queue.get_nowait()

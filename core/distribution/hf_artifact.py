@@ -17,8 +17,7 @@ from typing import Any
 
 from modelrunner.core.errors import InvalidInput
 from modelrunner.core.store import go_json, media_types
-from modelrunner.core.store.layout import file_digest
-from modelrunner.core.store.package import Artifact, LayerFile, assemble
+from modelrunner.core.store.package import Artifact, assemble, describe_layer
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 """A safetensors header (or config.json) larger than this is not read, as DMR."""
@@ -130,39 +129,6 @@ def safetensors_config(weights: Sequence[Path], config_json: Path | None) -> dic
     return inner
 
 
-def _layer(root: Path, relative: str) -> tuple[LayerFile, dict[str, Any]]:
-    path = root / relative
-    before = path.stat()
-    digest = file_digest(path)
-    after = path.stat()
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
-        raise InvalidInput(f"{path} changed while it was being read; try again")
-    media_type = media_type_for(relative)
-    file_metadata = {
-        "name": path.name,
-        "mode": after.st_mode & 0o777,
-        "uid": 0,
-        "gid": 0,
-        "size": after.st_size,
-        "mtime": go_json.time_from_ns(after.st_mtime_ns),
-        "typeflag": 0,
-    }
-    annotations = go_json.GoMap(
-        {
-            media_types.ANNOTATION_FILEPATH: relative,
-            media_types.ANNOTATION_FILE_METADATA: go_json.marshal(file_metadata).decode(),
-            media_types.ANNOTATION_MEDIATYPE_UNTESTED: "false",
-        }
-    )
-    descriptor = {
-        "mediaType": media_type,
-        "size": after.st_size,
-        "digest": digest,
-        "annotations": annotations,
-    }
-    return LayerFile(digest, after.st_size, path, media_type, after.st_mtime_ns), descriptor
-
-
 def build_directory_artifact(
     root: Path, relatives: Sequence[str], *, created: datetime
 ) -> Artifact:
@@ -184,7 +150,9 @@ def build_directory_artifact(
         raise InvalidInput(f"cannot package {root}: no safetensors weights")
     config_json = weights[0].parent / "config.json"
     inner = safetensors_config(weights, config_json if config_json.is_file() else None)
-    described = [_layer(root, relative) for relative in ordered]
+    described = [
+        describe_layer(root / relative, media_type_for(relative), relative) for relative in ordered
+    ]
     return assemble(
         described,
         inner,

@@ -164,8 +164,15 @@ def _regular_file(path: Path, what: str) -> Path:
     return path
 
 
-def _layer(path: Path, media_type: str) -> tuple[LayerFile, dict[str, Any]]:
-    """Hash a file and describe it as a layer with DMR's three annotations."""
+def describe_layer(
+    path: Path, media_type: str, filepath: str | None = None
+) -> tuple[LayerFile, dict[str, Any]]:
+    """Hash a file and describe it as a layer with DMR's three annotations.
+
+    Args:
+        filepath: The `org.cncf.model.filepath` annotation: the file's name (V0.1, the default)
+            or its path relative to the model root (V0.2).
+    """
     before = path.stat()
     digest = file_digest(path)
     after = path.stat()
@@ -182,7 +189,7 @@ def _layer(path: Path, media_type: str) -> tuple[LayerFile, dict[str, Any]]:
     }
     annotations = go_json.GoMap(
         {
-            media_types.ANNOTATION_FILEPATH: path.name,
+            media_types.ANNOTATION_FILEPATH: filepath or path.name,
             media_types.ANNOTATION_FILE_METADATA: go_json.marshal(file_metadata).decode(),
             media_types.ANNOTATION_MEDIATYPE_UNTESTED: "false",
         }
@@ -253,13 +260,15 @@ def build_gguf_artifact(
         _regular_file(shard, "GGUF shard")
     summary = read_summary(shards)
 
-    described = [_layer(shard, media_types.GGUF) for shard in shards]
-    described += [_layer(_regular_file(path, "license"), media_types.LICENSE) for path in licenses]
+    described = [describe_layer(shard, media_types.GGUF) for shard in shards]
+    described += [
+        describe_layer(_regular_file(path, "license"), media_types.LICENSE) for path in licenses
+    ]
     if chat_template is not None:
         template = _regular_file(chat_template, "chat template")
-        described.append(_layer(template, media_types.CHAT_TEMPLATE))
+        described.append(describe_layer(template, media_types.CHAT_TEMPLATE))
     if mmproj is not None:
-        described.append(_layer(_regular_file(mmproj, "mmproj file"), media_types.MMPROJ))
+        described.append(describe_layer(_regular_file(mmproj, "mmproj file"), media_types.MMPROJ))
 
     inner: dict[str, Any] = {
         "format": "gguf",
