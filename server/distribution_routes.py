@@ -91,9 +91,14 @@ async def push_model(request: Request, name: str) -> Response:
     return await _progress_response(request, start, _push_line, "push")
 
 
+_PUSH_STATES = {"exists": "Already exists", "mounted": "Mounted"}
+"""Push states that say more than DMR's byte count; the CLI shows them as the layer's status."""
+
+
 def _push_line(event: PushProgress, *, html_escape: bool = False) -> bytes | None:
     layer = {"id": event.digest, "size": event.size, "current": event.current}
-    message = {"type": "progress", "message": event.message, "total": event.total,
+    text = _PUSH_STATES.get(event.state, event.message)
+    message = {"type": "progress", "message": text, "total": event.total,
                "layer": layer, "mode": "push"}  # fmt: skip
     return _encode(message, html_escape)
 
