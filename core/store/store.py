@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from modelrunner.core.errors import Conflict, InvalidInput, InvalidReference, StoreCorrupt
+from modelrunner.core.errors import (
+    Conflict,
+    InvalidInput,
+    InvalidReference,
+    ModelNotFound,
+    StoreCorrupt,
+)
 from modelrunner.core.references import ModelReference, parse_reference
 from modelrunner.core.store import archive
 from modelrunner.core.store.bundle import Bundle, BundleInvalid, parse_bundle, unpack_bundle
@@ -124,6 +130,36 @@ class ModelStore:
         """
         with self._reading() as index:
             return self._model(index.resolve(reference))
+
+    def find(self, reference: str) -> StoredModel:
+        """Like get, then DMR's fallback: the one model whose repository ends in the name.
+
+        "smollm2" finds "docker.io/myorg/smollm2:latest"; "tiny:v2" finds "team/tiny:v2".
+
+        Raises:
+            ModelNotFound: Nothing, or more than one model, matches (the message lists them).
+        """
+        try:
+            return self.get(reference)
+        except ModelNotFound:
+            pass
+        name, _, wanted_tag = reference.strip().partition(":")
+        if "/" in name:
+            raise ModelNotFound(f"model {reference!r} not found")
+        matches: dict[str, StoredModel] = {}
+        for model in self.list():
+            for tag in model.tags:
+                repository, _, stored_tag = tag.rpartition(":")
+                if repository.rsplit("/", 1)[-1] == name and wanted_tag in ("", stored_tag):
+                    matches[model.id] = model
+        if len(matches) == 1:
+            return next(iter(matches.values()))
+        if matches:
+            raise ModelNotFound(
+                f"model {reference!r} not found; did you mean one of: "
+                + ", ".join(sorted(t for m in matches.values() for t in m.tags))
+            )
+        raise ModelNotFound(f"model {reference!r} not found")
 
     def manifest_bytes(self, reference: str) -> bytes:
         """The raw manifest of a model.
