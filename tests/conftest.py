@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from modelrunner.core.settings import Settings
+from tests.processes import ApiProcess, start_api, stop_api
 from tests.real_parts import REAL_CACHE_DIR, REAL_LLAMA_SERVER
 
 _ISOLATED_VARIABLES = (
@@ -90,3 +91,14 @@ def gemma3_gguf() -> Path:
     if not wheel_models.is_cached(wheel_models.GEMMA3, REAL_CACHE_DIR):
         pytest.skip("Gemma 3 is not cached: run `just setup`")
     return wheel_models.cached_path(wheel_models.GEMMA3, REAL_CACHE_DIR)
+
+
+@pytest.fixture
+def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiProcess]:
+    """A running API; MODEL_RUNNER_HOST points the CLI at it."""
+    server = start_api(tmp_path)
+    monkeypatch.setenv("MODEL_RUNNER_HOST", server.host)
+    try:
+        yield server
+    finally:
+        stop_api(server)

@@ -10,9 +10,8 @@ import pytest
 from modelrunner.core.store.store import StoredModel
 from modelrunner.server.cli.main import main
 from modelrunner.server.cli.output import LIST_HEADERS
-from tests.cli.conftest import ApiProcess, start_api, stop_api
 from tests.gguf_factory import write_tiny_gguf
-from tests.processes import free_port
+from tests.processes import ApiProcess, free_port, start_api, stop_api
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

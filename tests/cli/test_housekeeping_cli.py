@@ -12,7 +12,7 @@ from modelrunner.core.store.package import index_files, parse_manifest
 from modelrunner.core.store.store import ModelStore, StoredModel
 from modelrunner.server.cli.housekeeping import decimal_size
 from modelrunner.server.cli.main import main
-from tests.cli.conftest import ApiProcess
+from tests.processes import ApiProcess
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -14,7 +14,7 @@ from modelrunner.core.store.store import StoredModel
 from modelrunner.server.cli.client import ApiClient
 from modelrunner.server.cli.main import main
 from modelrunner.server.cli.run import run_model
-from tests.cli.conftest import ApiProcess
+from tests.processes import ApiProcess
 
 
 class TerminalInput(io.StringIO):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,9 +13,9 @@ from modelrunner.core.runner import ModelRunner
 from modelrunner.core.settings import Settings
 from modelrunner.core.store.store import ModelStore
 from modelrunner.server.cli.main import main as cli
-from tests.cli.conftest import ApiProcess, start_api, stop_api
 from tests.distribution.conftest import RunningRegistry
 from tests.gguf_factory import write_tiny_gguf
+from tests.processes import ApiProcess
 
 _MANIFEST_TYPES = ", ".join(
     [
@@ -24,17 +23,6 @@ _MANIFEST_TYPES = ", ".join(
         "application/vnd.docker.distribution.manifest.v2+json",
     ]
 )
-
-
-@pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiProcess]:
-    (tmp_path / "api").mkdir()
-    server = start_api(tmp_path / "api")
-    monkeypatch.setenv("MODEL_RUNNER_HOST", server.host)
-    try:
-        yield server
-    finally:
-        stop_api(server)
 
 
 def _registry_digest(registry: RunningRegistry, repository: str, tag: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -14,9 +14,9 @@ from modelrunner.core.runner import ModelRunner
 from modelrunner.core.settings import Settings
 from modelrunner.server.app import build_app
 from modelrunner.server.cli.main import main as cli
-from tests.cli.conftest import ApiProcess, start_api, stop_api
 from tests.distribution.conftest import RunningRegistry
 from tests.gguf_factory import write_tiny_gguf
+from tests.processes import ApiProcess
 
 
 def _settings(root: Path) -> Settings:
@@ -119,17 +119,6 @@ async def test_bad_json_and_pushing_a_missing_model(destination: ModelRunner) ->
     assert bad.status_code == 400
     assert "not valid JSON" in bad.text
     assert missing.status_code == 404
-
-
-@pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiProcess]:
-    (tmp_path / "api").mkdir()
-    server = start_api(tmp_path / "api")
-    monkeypatch.setenv("MODEL_RUNNER_HOST", server.host)
-    try:
-        yield server
-    finally:
-        stop_api(server)
 
 
 def test_cli_push_pull_and_json_progress(
