@@ -169,11 +169,16 @@ async def test_state_changes_and_the_engine_are_announced(
 ) -> None:
     await pool.acquire("ai/smollm2")
     await pool.unload()
-    await wait_until(lambda: len(events) >= 5)
+    await wait_until(lambda: len(events) >= 6)
     assert events[0] == EngineReady(str(fake_llama_server), "env", "unknown")
     assert events[1:] == [
-        RunnerStateChanged(MODEL_A, "ai/smollm2", state)
-        for state in ("starting", "ready", "stopping", "stopped")
+        RunnerStateChanged(MODEL_A, "ai/smollm2", "starting"),
+        # the fake prints llama-server's "listening on" line: a loading stage
+        RunnerStateChanged(MODEL_A, "ai/smollm2", "starting", "listening"),
+        *(
+            RunnerStateChanged(MODEL_A, "ai/smollm2", state)
+            for state in ("ready", "stopping", "stopped")
+        ),
     ]
 
 
