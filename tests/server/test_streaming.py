@@ -102,6 +102,7 @@ async def test_client_disconnect_closes_the_upstream(
     live_url: str, runner: ModelRunner, tiny_model: StoredModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     closed = asyncio.Event()
+    client_gone = asyncio.Event()
     finished: list[bool] = []
     forward = runner.forward
 
@@ -123,8 +124,12 @@ async def test_client_disconnect_closes_the_upstream(
         original_chunks = upstream.iter_chunks
 
         async def iter_chunks() -> AsyncIterator[bytes]:
+            first = True
             async for chunk in original_chunks():
                 yield chunk
+                if first:  # hold the rest until the client has hung up, however fast the model
+                    first = False
+                    await client_gone.wait()
             finished.append(True)
 
         monkeypatch.setattr(upstream, "aclose", aclose)
@@ -139,6 +144,7 @@ async def test_client_disconnect_closes_the_upstream(
     ):
         async for _chunk in response.aiter_bytes():
             break  # hang up after the first bytes
+    client_gone.set()
     await asyncio.wait_for(closed.wait(), timeout=10)
     assert not finished, "the whole answer was streamed to a client that had gone"
     [runner_info] = runner.running()
