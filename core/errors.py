@@ -65,3 +65,9 @@ class InsufficientMemory(CoreError):
     """A model cannot fit in free memory, even with every idle runner stopped."""
 
     status = 503
+
+
+class RunnerGone(RunnerFailed):
+    """The model's llama-server was stopped (unloaded, removed, shut down) under a request."""
+
+    status = 503

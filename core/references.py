@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from modelrunner.core.errors import InvalidReference
 
@@ -46,6 +46,8 @@ class ModelReference:
     """The tag; "latest" when none was given."""
     digest: str | None = None
     """"sha256:<64 hex>" when the reference pins a manifest, else None."""
+    tag_given: bool = field(default=True, compare=False)
+    """Whether the text named the tag; "repo@sha256:…" names none (tag is then "latest")."""
 
     @property
     def is_huggingface(self) -> bool:
@@ -63,6 +65,8 @@ class ModelReference:
     def normalized(self) -> str:
         """The canonical spelling: "ai/gemma3:latest", "hf.co/org/model:latest", "ai/x@sha256:…"."""
         if self.digest is not None:
+            if self.tag_given:
+                return f"{self.name}:{self.tag}@{self.digest}"
             return f"{self.name}@{self.digest}"
         return f"{self.name}:{self.tag}"
 
@@ -135,6 +139,7 @@ def parse_reference(text: str) -> ModelReference:
     last_colon = text.rfind(":")
     if last_colon > last_slash:
         text, tag = text[:last_colon], text[last_colon + 1 :]
+    tag_given = bool(tag)
     tag = tag or DEFAULT_TAG
     if not _TAG_RE.match(tag):
         raise InvalidReference(
@@ -181,7 +186,9 @@ def parse_reference(text: str) -> ModelReference:
             f"invalid model reference: the name is {len(full)} characters long, "
             f"at most {MAX_NAME_LENGTH} are allowed"
         )
-    return ModelReference(registry=registry, repository=repository, tag=tag, digest=digest)
+    return ModelReference(
+        registry=registry, repository=repository, tag=tag, digest=digest, tag_given=tag_given
+    )
 
 
 def normalize(text: str) -> str:

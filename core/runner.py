@@ -21,7 +21,7 @@ from modelrunner.core.distribution.progress import PullProgressEvent
 from modelrunner.core.distribution.pull import Puller, PullStatus
 from modelrunner.core.distribution.push import PushProgress, PushResult
 from modelrunner.core.distribution.registry import RegistryClient
-from modelrunner.core.errors import CoreError, InvalidInput
+from modelrunner.core.errors import CoreError, InvalidInput, ModelNotFound
 from modelrunner.core.event_bus import EventBus
 from modelrunner.core.events import (
     Event,
@@ -409,12 +409,24 @@ class ModelRunner:
         """The llama-server processes that are loaded or loading."""
         return self.pool.running()
 
-    async def unload(self, references: Sequence[str] | None = None) -> int:
-        """Stop the runners of some models (all when None); returns how many stopped."""
+    async def unload(
+        self, references: Sequence[str] | None = None, *, include_busy: bool = True
+    ) -> int:
+        """Stop the runners of some models (all when None); returns how many stopped.
+
+        With `include_busy=False` (DMR's POST /engines/unload) runners serving a request are
+        left alone, and a name that matches no stored model counts as nothing to unload.
+        """
         if references is None:
-            return await self.pool.unload(None)
-        ids = [(await self.get_model(reference)).id for reference in references]
-        return await self.pool.unload(ids)
+            return await self.pool.unload(None, include_busy=include_busy)
+        ids = []
+        for reference in references:
+            try:
+                ids.append((await self.get_model(reference)).id)
+            except ModelNotFound:
+                if include_busy:
+                    raise
+        return await self.pool.unload(ids, include_busy=include_busy)
 
     # -- housekeeping (core/store/housekeeping.py, fsck.py, updates.py) ---------------------
 

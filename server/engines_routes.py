@@ -38,7 +38,9 @@ class EngineFacade(Protocol):
 
     async def engine_status(self) -> str: ...
     def running(self) -> list[RunnerInfo]: ...
-    async def unload(self, references: Sequence[str] | None = None) -> int: ...
+    async def unload(
+        self, references: Sequence[str] | None = None, *, include_busy: bool = True
+    ) -> int: ...
     async def forget_configs(self, references: Sequence[str] | None = None) -> int: ...
     async def configure(self, request: ConfigureRequest) -> None: ...
     async def configurations(self, reference: str | None = None) -> list[ConfigEntry]: ...
@@ -114,11 +116,13 @@ async def engines_unload(request: Request) -> Response:
         raise ApiError(400, 'invalid request: "models" must hold model names')
     _check_backend(backend)
     runner = _runner(request)
+    if not isinstance(body.get("all", False), bool):
+        raise ApiError(400, 'invalid request: "all" must be true or false')
     if body.get("all") is True:
-        count = await runner.unload(None)
+        count = await runner.unload(None, include_busy=False)
         await runner.forget_configs(None)
     elif models:
-        count = await runner.unload(models)
+        count = await runner.unload(models, include_busy=False)
         if backend:  # DMR keeps stored configs unless the backend is named
             await runner.forget_configs(models)
     else:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -114,7 +116,7 @@ def requested_model(body: bytes) -> tuple[str, float | None]:
     the model after this request, a negative value keeps it loaded for good.
     """
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as error:
         raise ApiError(400, f"invalid request: the body is not valid JSON ({error})") from None
     if not isinstance(payload, dict):
@@ -126,8 +128,18 @@ def requested_model(body: bytes) -> tuple[str, float | None]:
     if raw is None:
         return model, None
     if isinstance(raw, int | float) and not isinstance(raw, bool):
+        if abs(raw) > MAX_KEEP_ALIVE:
+            raise ApiError(400, f"keep_alive {raw!r} is out of range (seconds, at most ~292 years)")
         return model, float(raw)
     return model, parse_keep_alive(raw)
+
+
+MAX_KEEP_ALIVE = 292 * 365 * 24 * 3600
+"""Go's longest duration, in seconds: DMR and Ollama clients cannot mean more."""
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -141,10 +153,40 @@ async def proxy(request: Request) -> Response:
     body = await read_body(request)
     model, keep_alive = requested_model(body)
     upstream_path = "/v1/" + request.url.path.split("/v1/", 1)[1]
-    upstream = await _runner(request).forward(
+    forwarding = _runner(request).forward(
         model, upstream_path, body, forwarded_headers(request.headers), keep_alive=keep_alive
     )
+    upstream = await _unless_the_client_leaves(request, forwarding)
+    if upstream is None:
+        return Response(status_code=499)  # nobody is listening any more
     return UpstreamStreamingResponse(upstream)
+
+
+async def _unless_the_client_leaves(
+    request: Request, forwarding: Coroutine[Any, Any, UpstreamResponse]
+) -> UpstreamResponse | None:
+    """Await `forwarding`, but cancel it (and its llama-server request) if the client hangs up.
+
+    A non-streamed answer, a queued request or a model load sends nothing for a long time;
+    without this, llama-server would go on generating for a client that has gone.
+    """
+    task = asyncio.ensure_future(forwarding)
+
+    async def client_left() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watch = asyncio.ensure_future(client_left())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, CoreError):
+        await task
+    return None
 
 
 def openai_model_id(model: StoredModel) -> str:

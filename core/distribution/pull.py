@@ -269,7 +269,7 @@ class Puller:
             await self._release(client)
         job.state = "storing"
         artifact = Artifact(manifest.raw, config_bytes, tuple(layers))
-        model = await asyncio.to_thread(self.store.write, artifact, [ref.stored])
+        model = await asyncio.to_thread(self.store.write, artifact, _tags(ref))
         self.bus.publish(ModelsChanged())
         job.emit(PullFinished(job.key, model.id, cached=False, size=_size(model)))
         return model
@@ -297,7 +297,8 @@ class Puller:
         digests = [document["config"]["digest"], *(d["digest"] for d in document["layers"])]
         if not all(self.store.blob_path(digest).is_file() for digest in digests):
             return None
-        await asyncio.to_thread(self.store.tag, model_id, job.reference.stored)
+        for tag in _tags(job.reference):
+            await asyncio.to_thread(self.store.tag, model_id, tag)
         model = await asyncio.to_thread(self.store.get, model_id)
         self.bus.publish(ModelsChanged())
         job.emit(PullFinished(job.key, model.id, cached=True, size=_size(model)))
@@ -364,3 +365,11 @@ class Puller:
 def _size(model: StoredModel) -> str:
     size = model.config.get("size")
     return size if isinstance(size, str) else json.dumps(model.size_bytes)
+
+
+def _tags(ref: ModelReference) -> list[str]:
+    """The tags a pull gives: the one named, none for a bare "repo@sha256:…" (as docker pull;
+    DMR would move "latest" to it)."""
+    if ref.digest is not None and not ref.tag_given:
+        return []
+    return [ref.stored]

@@ -8,6 +8,7 @@ DMR answers 500 for them.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -164,7 +165,12 @@ def _trim(value: float) -> str:
 
 
 def _integer(name: str, raw: object) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or int(raw) != raw:
+    if (
+        isinstance(raw, bool)
+        or not isinstance(raw, int | float)
+        or not math.isfinite(raw)
+        or int(raw) != raw
+    ):
         raise InvalidInput(f"{name} must be a whole number, not {raw!r}")
     return int(raw)
 
@@ -195,6 +201,10 @@ def _speculative(raw: object) -> Speculative | None:
         None if num_tokens is None else int(num_tokens),
         None if rate is None else float(rate),
     )
+
+
+MAX_CONTEXT_SIZE = 2**31 - 1
+"""DMR reads context-size into an int32."""
 
 
 def parse_configure_request(payload: object, backend: str = LLAMA_CPP) -> ConfigureRequest:
@@ -228,8 +238,11 @@ def parse_configure_request(payload: object, backend: str = LLAMA_CPP) -> Config
     context_size = body.get("context-size")
     if context_size is not None:
         context_size = _integer("context-size", context_size)
-        if context_size < -1:
-            raise InvalidInput("context-size must be positive, or -1 for the model's own")
+        if context_size < -1 or context_size > MAX_CONTEXT_SIZE:
+            raise InvalidInput(
+                f"context-size must be between 1 and {MAX_CONTEXT_SIZE} tokens, "
+                "or -1 for the model's own"
+            )
     budget = None
     if body.get("llamacpp") is not None:
         raw_budget = _object("llamacpp", body["llamacpp"]).get("reasoning-budget")

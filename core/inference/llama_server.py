@@ -216,6 +216,7 @@ class LlamaServer:
         draft: BundleLike | None = None,
         sandbox: bool | None = None,
         on_load_stage: Callable[[str], None] | None = None,
+        alias: str | None = None,
     ) -> None:
         """A stopped runner; `start()` launches it.
 
@@ -244,6 +245,8 @@ class LlamaServer:
                 binary, bundle, self.socket_path, self.llama_args,
                 mode=mode, config=config, draft=draft,
             )  # fmt: skip
+            if alias:  # answers name the model, not its file path
+                self.argv[1:1] = ["--alias", alias]
             tool = sandbox_tool(sandbox)
         except BaseException:
             self._remove_runtime_dir()

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from modelrunner.core.errors import CoreError, InsufficientMemory, RunnerBusy, RunnerFailed
+from modelrunner.core.errors import (
+    CoreError,
+    InsufficientMemory,
+    RunnerBusy,
+    RunnerFailed,
+    RunnerGone,
+)
 from modelrunner.core.event_bus import EventBus
 from modelrunner.core.events import (
     EngineBuildProgressed,
@@ -60,6 +66,7 @@ from modelrunner.core.inference.scheduler import (
     preview,
 )
 from modelrunner.core.inference.upstream import UpstreamClient
+from modelrunner.core.references import parse_reference
 from modelrunner.core.settings import Settings
 from modelrunner.core.system.gpu import GpuSampler
 from modelrunner.core.system.host import HostSampler
@@ -278,8 +285,8 @@ class RunnerPool:
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if load.cancelled() and current is not None and current.cancelling() == 0:
-                how = "closed" if self._closed else "unloaded it"
-                raise CoreError(f"the runner pool {how} while loading {reference}") from None
+                how = "is shutting down" if self._closed else "was unloaded or removed"
+                raise RunnerGone(f"{reference} {how} while it was loading") from None
             raise
 
     def _release(self, entry: RunnerEntry) -> None:
@@ -404,10 +411,25 @@ class RunnerPool:
             draft=prepared.draft,
             sandbox=self.settings.sandbox,
             on_load_stage=lambda stage: self._publish(entry, stage),
+            alias=await self._alias(entry.model_id),
         )
         entry.attach(server)
         await server.start(self.settings.load_timeout)
         return server
+
+    async def _alias(self, model_id: str) -> str:
+        """What the model's answers call it: its first tag, as clients write it."""
+        try:
+            model = await asyncio.to_thread(self.store.get, model_id)
+        except CoreError:
+            return model_id
+        tags = getattr(model, "tags", ())
+        if not tags:
+            return model_id
+        try:
+            return parse_reference(tags[0]).normalized
+        except CoreError:
+            return str(tags[0])
 
     def _loaded(self, entry: RunnerEntry, load: asyncio.Task[LlamaServer]) -> None:
         failed = load.cancelled() or load.exception() is not None
@@ -466,8 +488,10 @@ class RunnerPool:
             entry.load.cancel()
             await asyncio.gather(entry.load, return_exceptions=True)
         if entry.server is not None:
-            await self.upstream.forget(entry.server)
+            # Stop first: in-flight readers then see the connection end and fail cleanly;
+            # closing the session first would leave them waiting for bytes forever.
             await entry.server.stop(self.stop_grace)
+            await self.upstream.forget(entry.server)
 
     def _ensure_idle_task(self) -> None:
         if self._idle_task is None or self._idle_task.done():

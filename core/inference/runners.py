@@ -89,6 +89,8 @@ class RunnerEntry:
         self.slots = DEFAULT_SLOTS
         self.last_used = time.time()
         self.keep_alive = prepared.config.keep_alive if prepared.config is not None else None
+        self.configured_keep_alive = self.keep_alive
+        """What a request without its own keep_alive gets (from _configure, else the default)."""
         self.detail = ""
 
     @property
@@ -117,8 +119,8 @@ class RunnerEntry:
     def take(self, counted: bool, keep_alive: float | None, publish: Publish) -> None:
         """A request starts using the runner."""
         self.last_used = time.time()
-        if keep_alive is not None:
-            self.keep_alive = keep_alive
+        if counted:  # each request sets it, as Ollama: one without keep_alive gets the default
+            self.keep_alive = self.configured_keep_alive if keep_alive is None else keep_alive
         if counted:
             self.in_use += 1
             if self.state in (RunnerState.READY, RunnerState.IDLE):

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from modelrunner.core.errors import CoreError, InvalidInput, RunnerFailed
+from modelrunner.core.errors import CoreError, InvalidInput, RunnerFailed, RunnerGone
 
 # Hop-by-hop and framing headers that must not be forwarded to the upstream as-is.
 _DROP_REQUEST_HEADERS = frozenset(
@@ -53,16 +53,9 @@ class UpstreamResponse:
         return b"".join([chunk async for chunk in self.iter_chunks()])
 
     async def aclose(self) -> None:
-        """Give the connection back for reuse, or close it.
-
-        llama-server closes its end after every streamed (SSE) answer, so such a connection is
-        closed here rather than pooled, where the next request would find it dead.
-        """
-        if self.headers.get("Content-Type", "").startswith("text/event-stream"):
-            self._response.close()
-        else:
-            self._response.release()
-            self._response.close()
+        """Release the connection (closing it if the body was not read to the end)."""
+        self._response.release()
+        self._response.close()
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
             on_close()
@@ -78,7 +71,9 @@ class UpstreamClient:
     def _session(self, socket_path: Path) -> aiohttp.ClientSession:
         session = self._sessions.get(socket_path)
         if session is None or session.closed:
-            connector = aiohttp.UnixConnector(path=str(socket_path))
+            # llama-server drops idle connections after 5 s: let ours go first, so a request
+            # never lands on one it is closing.
+            connector = aiohttp.UnixConnector(path=str(socket_path), keepalive_timeout=4.0)
             session = aiohttp.ClientSession(
                 connector=connector, timeout=self._timeout, auto_decompress=False
             )
@@ -103,15 +98,20 @@ class UpstreamClient:
             for name, value in (headers or {}).items()
             if name.lower() not in _DROP_REQUEST_HEADERS
         }
+        if _streamed(body):
+            # llama-server ends the connection after a streamed answer; saying so up front keeps
+            # aiohttp from pooling a connection the next request would find dead.
+            forwarded["Connection"] = "close"
         session = self._session(runner.socket_path)
         url = f"http://localhost{path}"
         try:
-            try:
-                response = await session.request(method, url, data=body or None, headers=forwarded)
-            except aiohttp.ServerDisconnectedError:
-                # A pooled connection the runner had already closed: nothing reached it, so
-                # sending once more on a fresh connection is safe.
-                response = await session.request(method, url, data=body or None, headers=forwarded)
+            response = await session.request(method, url, data=body or None, headers=forwarded)
+        except (aiohttp.ServerDisconnectedError, RuntimeError) as error:
+            # RuntimeError: aiohttp's "Session is closed", when the runner was just stopped.
+            raise RunnerGone(
+                f"llama-server for {runner.reference} stopped before it answered "
+                "(it was unloaded, removed or crashed); try again"
+            ) from error
         except aiohttp.ClientError as error:
             raise RunnerFailed(
                 f"llama-server for {runner.reference} is not answering: {error}"
@@ -163,6 +163,17 @@ class UpstreamClient:
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.close()
+
+
+def _streamed(body: bytes) -> bool:
+    """Whether an OpenAI request body asks for a streamed (SSE) answer."""
+    if b'"stream"' not in body:
+        return False
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(payload, dict) and payload.get("stream") is True
 
 
 def upstream_error(status: int, body: bytes, reference: str) -> CoreError:

@@ -221,7 +221,7 @@ async def test_closing_during_a_load_stops_it_and_tells_the_waiters(
     pid = pool.running()[0].pid
     assert pid is not None
     await pool.close()
-    with pytest.raises(CoreError, match="closed while loading"):
+    with pytest.raises(CoreError, match="shutting down while it was loading"):
         await waiting
     assert process_gone(pid)
     assert pool.running() == []

@@ -98,8 +98,12 @@ async def test_unload_errors_are_plain_text(api: httpx.AsyncClient) -> None:
     assert_plain_error(await api.post("/engines/unload", content=b"{"), 400, "invalid request")
     response = await api.post("/engines/unload", json={"backend": "vllm", "models": ["ai/tiny"]})
     assert_plain_error(response, 404, "backend not found")
+    response = await api.post("/engines/unload", json={"all": "yes"})
+    assert_plain_error(response, 400, '"all" must be true or false')
+    # as DMR: a model that is not stored has nothing loaded, so nothing is unloaded
     response = await api.post("/engines/unload", json={"models": ["ai/missing"]})
-    assert_plain_error(response, 404, "not found")
+    assert response.status_code == 200
+    assert response.json() == {"unloaded_runners": 0}
 
 
 async def test_configure_validation(api: httpx.AsyncClient) -> None:
