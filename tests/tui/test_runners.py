@@ -41,9 +41,11 @@ class RecordingRunner(CannedRunner):
         super().__init__(settings)
         self.unloads: list[list[str] | None] = []
 
-    async def unload(self, references: Sequence[str] | None = None) -> int:
+    async def unload(
+        self, references: Sequence[str] | None = None, *, include_busy: bool = True
+    ) -> int:
         self.unloads.append(list(references) if references is not None else None)
-        return await super().unload(references)
+        return await super().unload(references, include_busy=include_busy)
 
 
 async def model_id(runner: ModelRunner, reference: str) -> str:
