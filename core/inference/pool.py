@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from modelrunner.core.errors import (
     CoreError,
@@ -38,14 +36,20 @@ from modelrunner.core.inference.llama_build import (
     ensure_llama_server,
 )
 from modelrunner.core.inference.llama_server import (
-    BundleLike,
     LlamaServer,
     build_argv,
     sweep_stale_runtime_dirs,
 )
 from modelrunner.core.inference.memory import estimate_for_argv
 from modelrunner.core.inference.process import ProcessState
-from modelrunner.core.inference.runners import Lease, Prepared, RunnerEntry, RunnerInfo
+from modelrunner.core.inference.runners import (
+    Lease,
+    Limits,
+    Prepared,
+    RunnerEntry,
+    RunnerInfo,
+    StoreLike,
+)
 from modelrunner.core.inference.scheduler import (
     Busy,
     EvictionPreview,
@@ -71,41 +75,7 @@ from modelrunner.core.settings import Settings
 from modelrunner.core.system.gpu import GpuSampler
 from modelrunner.core.system.host import HostSampler
 
-__all__ = ["Lease", "RunnerInfo", "RunnerPool", "StoreLike"]
-
-
-class StoredModelLike(Protocol):
-    @property
-    def id(self) -> str: ...
-
-
-class StoreLike(Protocol):
-    """What the pool needs from ModelStore."""
-
-    def get(self, reference: str) -> StoredModelLike: ...
-    def bundle(self, reference: str) -> BundleLike: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The pool's scheduling knobs."""
-
-    max_runners: int
-    idle_timeout: float
-    """Seconds an idle runner stays loaded unless its keep_alive says otherwise."""
-    queue_limit: int
-    """Requests that may wait for a slot of one busy runner."""
-    queue_timeout: float
-    """Seconds a request waits for a slot, or for room to load, before a 503."""
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
-        return cls(
-            max_runners=settings.max_runners,
-            idle_timeout=settings.idle_timeout,
-            queue_limit=settings.queue_limit,
-            queue_timeout=settings.queue_timeout,
-        )
+__all__ = ["Lease", "Limits", "RunnerInfo", "RunnerPool", "StoreLike"]
 
 
 class RunnerPool:

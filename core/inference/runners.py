@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from modelrunner.core.errors import RunnerFailed
 from modelrunner.core.inference.configure import COMPLETION, RunnerConfig
@@ -14,6 +15,7 @@ from modelrunner.core.inference.llama_server import BundleLike, LlamaServer
 from modelrunner.core.inference.memory import DEFAULT_SLOTS, MemoryEstimate, runner_slots
 from modelrunner.core.inference.process import ProcessState
 from modelrunner.core.inference.scheduler import Need, RunnerState, RunnerView
+from modelrunner.core.settings import Settings
 
 _PROCESS_STATES = {
     ProcessState.STARTING: RunnerState.STARTING,
@@ -195,4 +197,38 @@ class Lease:
         return RunnerFailed(
             f"llama-server for {self.runner.reference} crashed while serving this request "
             f"({self._entry.detail or 'no exit status'}); the next request reloads it"
+        )
+
+
+class StoredModelLike(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class StoreLike(Protocol):
+    """What the pool needs from ModelStore."""
+
+    def get(self, reference: str) -> StoredModelLike: ...
+    def bundle(self, reference: str) -> BundleLike: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The pool's scheduling knobs."""
+
+    max_runners: int
+    idle_timeout: float
+    """Seconds an idle runner stays loaded unless its keep_alive says otherwise."""
+    queue_limit: int
+    """Requests that may wait for a slot of one busy runner."""
+    queue_timeout: float
+    """Seconds a request waits for a slot, or for room to load, before a 503."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_runners=settings.max_runners,
+            idle_timeout=settings.idle_timeout,
+            queue_limit=settings.queue_limit,
+            queue_timeout=settings.queue_timeout,
         )
