@@ -17,20 +17,16 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from modelrunner.core.distribution.progress import dmr_progress_line
+from modelrunner.core.distribution.progress import dmr_progress_line, encode_line
 from modelrunner.core.errors import CoreError
 from modelrunner.core.events import PullFailed, PullFinished
 from modelrunner.core.references import parse_reference
-from modelrunner.core.store import go_json
 from modelrunner.server.errors import ApiError
 
 if TYPE_CHECKING:
     from modelrunner.core.distribution.push import PushProgress
     from modelrunner.core.runner import ModelRunner
 
-_GO_HTML_ESCAPES = str.maketrans(
-    {"&": "&amp;", "'": "&#39;", "<": "&lt;", ">": "&gt;", '"': "&#34;"}
-)
 PUSHED_MESSAGE = "Model pushed successfully"
 
 Report = Callable[[Any], None]
@@ -100,7 +96,7 @@ def _push_line(event: PushProgress, *, html_escape: bool = False) -> bytes | Non
     text = _PUSH_STATES.get(event.state, event.message)
     message = {"type": "progress", "message": text, "total": event.total,
                "layer": layer, "mode": "push"}  # fmt: skip
-    return _encode(message, html_escape)
+    return encode_line(message, html_escape=html_escape)
 
 
 def _final_line(mode: str, error: BaseException | None, html_escape: bool) -> bytes:
@@ -111,12 +107,7 @@ def _final_line(mode: str, error: BaseException | None, html_escape: bool) -> by
     else:
         text = error.message if isinstance(error, CoreError) else "internal error"
         message = {"type": "error", "message": f"Error: {text}", "total": 0, "layer": empty}
-    return _encode({**message, "mode": mode}, html_escape)
-
-
-def _encode(message: dict[str, Any], html_escape: bool) -> bytes:
-    line = go_json.encoder_encode(message)
-    return line.decode().translate(_GO_HTML_ESCAPES).encode() if html_escape else line
+    return encode_line({**message, "mode": mode}, html_escape=html_escape)
 
 
 async def _progress_response(

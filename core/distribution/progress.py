@@ -131,6 +131,11 @@ def dmr_progress_line(event: PullProgressEvent, *, html_escape: bool = False) ->
     message = dmr_progress_message(event)
     if message is None:
         return None
+    return encode_line(message, html_escape=html_escape)
+
+
+def encode_line(message: dict[str, Any], *, html_escape: bool = False) -> bytes:
+    """A progress message as DMR sends it: Go encoder bytes, HTML-escaped for text/plain."""
     line = go_json.encoder_encode(message)
     if html_escape:
         return line.decode().translate(_GO_HTML_ESCAPES).encode()

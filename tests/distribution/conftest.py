@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.processes import free_port, stop, wait_until_ready
 
 USERNAME = "alice"
 PASSWORD = "s3cret"
@@ -63,13 +63,6 @@ class RunningRegistry:
         return requests
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1):
@@ -78,27 +71,6 @@ def _answers(url: str) -> bool:
         return True  # 401 is an answer
     except OSError:
         return False
-
-
-def _wait_for(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + _START_TIMEOUT
-    while time.monotonic() < deadline:
-        if _answers(url):
-            return
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited:\n{log_path.read_text(errors='replace')}")
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {_START_TIMEOUT} s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _config(auth_block: str) -> str:
@@ -117,7 +89,7 @@ def _registry(directory: Path, auth: str, auth_block: str = "") -> Iterator[Runn
     config.write_text(_config(auth_block))
     storage = directory / "data"
     log_path = directory / "registry.log"
-    port = _free_port()
+    port = free_port()
     env = {
         "PATH": "/usr/bin:/bin",
         "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
@@ -132,10 +104,11 @@ def _registry(directory: Path, auth: str, auth_block: str = "") -> Iterator[Runn
             start_new_session=True,
         )
     try:
-        _wait_for(f"http://127.0.0.1:{port}/v2/", process, log_path)
+        url = f"http://127.0.0.1:{port}/v2/"
+        wait_until_ready(process, lambda: _answers(url), log_path, what=url, timeout=_START_TIMEOUT)
         yield RunningRegistry(f"127.0.0.1:{port}", storage, log_path, auth)
     finally:
-        _stop(process)
+        stop(process)
 
 
 def _require(program: str) -> None:
@@ -173,7 +146,7 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     """A registry with token auth: anonymous pull is granted, push needs USERNAME/PASSWORD."""
     _require("docker-registry")
     directory = tmp_path_factory.mktemp("registry-token")
-    port = _free_port()
+    port = free_port()
     token_log = (directory / "token.log").open("wb")
     server = subprocess.Popen(
         [
@@ -187,7 +160,10 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     token_log.close()
     try:
         token_url = f"http://127.0.0.1:{port}"
-        _wait_for(f"{token_url}/requests", server, directory / "token.log")
+        wait_until_ready(
+            server, lambda: _answers(f"{token_url}/requests"), directory / "token.log",
+            what="the token server", timeout=_START_TIMEOUT,
+        )  # fmt: skip
         block = (
             "auth:\n  token:\n"
             f"    realm: {token_url}/token\n    service: lab-registry\n"
@@ -198,7 +174,7 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
             running.token_url = token_url
             yield running
     finally:
-        _stop(server)
+        stop(server)
 
 
 @pytest.fixture(scope="session")
