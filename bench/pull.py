@@ -1,8 +1,9 @@
 """Pull throughput: a verified 1 GiB pull from a local registry vs `curl -o` and `skopeo copy`.
 
 The registry is Debian's docker-registry on loopback with a one-layer model whose layer is 1 GiB
-of random bytes. Each round runs the three clients in turn (order rotated), with an untimed
-`sync` before every run so one run's writeback does not land on the next; medians are compared.
+of random bytes. Each round runs the three clients in turn (order rotated), with the last
+run's files deleted and an untimed `sync` before every run, so one run's writeback and deletion
+do not land on the next; medians are compared.
 curl fetches the blob unverified; skopeo and our pull verify it.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -102,11 +104,32 @@ def _random_blob(path: Path) -> str:
     return "sha256:" + hasher.hexdigest()
 
 
-async def _timed(run: Callable[[], Awaitable[None]]) -> float:
+def _cpu_seconds(registry_pid: int) -> tuple[float, float]:
+    """CPU seconds so far of this process plus its waited-for children, and of the registry."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    fields = Path(f"/proc/{registry_pid}/stat").read_text().rsplit(")", 1)[1].split()
+    registry = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return client, registry
+
+
+async def _timed(
+    run: Callable[[], Awaitable[None]], out: Path, registry_pid: int
+) -> tuple[float, float, float]:
+    """Time one client: (seconds, its CPU seconds, the registry's CPU seconds).
+
+    The last run's files are deleted and written back before the clock starts.
+    """
+    await asyncio.to_thread(shutil.rmtree, out, True)
+    await asyncio.to_thread(out.mkdir)
     await asyncio.to_thread(os.sync)
+    client_before, registry_before = _cpu_seconds(registry_pid)
     started = time.perf_counter()
     await run()
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    client_after, registry_after = _cpu_seconds(registry_pid)
+    return seconds, client_after - client_before, registry_after - registry_before
 
 
 async def main(rounds: int) -> None:
@@ -121,28 +144,23 @@ async def main(rounds: int) -> None:
             digest = await asyncio.to_thread(_random_blob, blob)
             await _push(host, blob, digest)
             blob.unlink()
-            await _compare(work, host, digest, rounds)
+            await _compare(work, host, digest, rounds, registry.pid)
         finally:
             registry.terminate()
             registry.wait(timeout=10)
 
 
-async def _compare(work: Path, host: str, digest: str, rounds: int) -> None:
+async def _compare(work: Path, host: str, digest: str, rounds: int, registry_pid: int) -> None:
     out = work / "out"
 
-    def fresh() -> Path:
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir()
-        return out
-
     async def curl() -> None:
-        target = fresh() / "blob"
+        target = out / "blob"
         url = f"http://{host}/v2/ai/bench/blobs/{digest}"
         process = await asyncio.create_subprocess_exec("curl", "-sf", "-o", str(target), url)
         assert await process.wait() == 0
 
     async def skopeo() -> None:
-        target = fresh() / "dir"
+        target = out / "dir"
         process = await asyncio.create_subprocess_exec(
             "skopeo", "copy", "-q", "--src-tls-verify=false",
             f"docker://{host}/ai/bench:latest", f"dir:{target}",
@@ -151,7 +169,7 @@ async def _compare(work: Path, host: str, digest: str, rounds: int) -> None:
         assert await process.wait() == 0
 
     async def ours() -> None:
-        root = fresh()
+        root = out
         settings = Settings(
             models_path=root / "models", config_dir=root / "config",
             cache_dir=root / "cache", state_dir=root / "state", seed_default_model=False,
@@ -166,16 +184,22 @@ async def _compare(work: Path, host: str, digest: str, rounds: int) -> None:
     clients: dict[str, Callable[[], Awaitable[None]]] = {
         "curl": curl, "skopeo": skopeo, "modelrunner": ours,
     }  # fmt: skip
-    times: dict[str, list[float]] = {name: [] for name in clients}
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in clients}
     names = list(clients)
     for round_index in range(rounds):
         order = names[round_index % 3 :] + names[: round_index % 3]
         for name in order:
-            times[name].append(await _timed(clients[name]))
+            runs[name].append(await _timed(clients[name], out, registry_pid))
     shutil.rmtree(out, ignore_errors=True)
-    median = {name: statistics.median(values) for name, values in times.items()}
-    print(f"pull of a 1 GiB blob from a local registry, median of {rounds} interleaved rounds:")
+    median = {name: statistics.median(run[0] for run in values) for name, values in runs.items()}
+    print(f"pull of a 1 GiB blob from a local registry, median of {rounds} interleaved rounds")
+    print("(CPU: seconds of the client and of the registry, which share this machine's cores):")
     for name, seconds in median.items():
-        print(f"  {name:12} {seconds:6.2f} s  {SIZE / seconds / (1 << 20):7.1f} MiB/s")
+        client_cpu = statistics.median(run[1] for run in runs[name])
+        registry_cpu = statistics.median(run[2] for run in runs[name])
+        print(
+            f"  {name:12} {seconds:6.2f} s  {SIZE / seconds / (1 << 20):7.1f} MiB/s"
+            f"  CPU {client_cpu:5.2f} s + registry {registry_cpu:5.2f} s"
+        )
     print(f"  modelrunner throughput / curl:   {median['curl'] / median['modelrunner']:.2f}x")
     print(f"  modelrunner throughput / skopeo: {median['skopeo'] / median['modelrunner']:.2f}x")

@@ -1,9 +1,12 @@
 """Range progress of a partial blob: which bytes of `<hex>.incomplete` are already on disk.
 
 A blob fetched as one stream needs no record: like DMR, the partial's size is its progress.
-A blob fetched in parallel byte ranges is a sparse file with several growing runs, so a small
-sidecar `<hex>.incomplete.ranges` records them: a header, then one fixed-size record
-`(start, end, done)` per segment. `done` is rewritten in place (one 8-byte `pwrite`) after each
+A blob fetched in parallel byte ranges is cut into pieces (segments) that a few connections take
+in order, lowest first, so the bytes on disk stay nearly contiguous and the hash, which must read
+them in order, keeps up with the download instead of hashing most of the blob at the end. The
+partial is then a sparse file with several growing runs, so a small sidecar
+`<hex>.incomplete.ranges` records them: a header, then one fixed-size record `(start, end, done)`
+per segment. `done` is rewritten in place (one 8-byte `pwrite`) after each
 write of data, so the record never claims bytes that are not in the partial, and a kill -9
 loses at most the one write in flight.
 """
@@ -23,6 +26,8 @@ _MAGIC = b"MRRANGE1"
 _HEADER = struct.Struct("<8sQI")
 _RECORD = struct.Struct("<QQQ")
 _DONE = struct.Struct("<Q")
+MAX_SEGMENTS = 1024
+"""Pieces of one blob at most: bigger blobs get bigger pieces (the sidecar stays under 25 KiB)."""
 
 
 @dataclass
@@ -45,6 +50,9 @@ class RangePlan:
         self.size = size
         self.segments = segments
         self.sidecar = sidecar
+        self._on_disk = sum(segment.done - segment.start for segment in segments)
+        self._first_open = 0
+        """No segment before this index is unfinished (a cursor for `frontier`)."""
         self._descriptor: int | None = None
         if sidecar is not None:
             self._descriptor = os.open(sidecar, os.O_RDWR | os.O_CLOEXEC)
@@ -55,13 +63,14 @@ class RangePlan:
         return cls(size, [Segment(0, size, on_disk)], None)
 
     @classmethod
-    def split(cls, sidecar: Path, size: int, on_disk: int, count: int) -> RangePlan:
-        """Split the bytes after a contiguous prefix into `count` runs and persist the plan.
+    def split(cls, sidecar: Path, size: int, on_disk: int, piece: int) -> RangePlan:
+        """Cut the bytes after a contiguous prefix into pieces of about `piece` bytes; persist.
 
-        The first run starts at 0 with the prefix done, so a partial left by a single stream
-        (ours or DMR's) keeps its bytes.
+        At most MAX_SEGMENTS pieces. The first starts at 0 with the prefix done, so a partial
+        left by a single stream (ours or DMR's) keeps its bytes.
         """
         remaining = size - on_disk
+        count = max(1, min(MAX_SEGMENTS, -(-remaining // max(1, piece))))
         bounds = [on_disk + remaining * i // count for i in range(count + 1)]
         segments = [Segment(bounds[i], bounds[i + 1], bounds[i]) for i in range(count)]
         segments[0] = Segment(0, bounds[1], on_disk)
@@ -97,15 +106,17 @@ class RangePlan:
     @property
     def on_disk(self) -> int:
         """Bytes of the blob already in the partial."""
-        return sum(segment.done - segment.start for segment in self.segments)
+        return self._on_disk
 
     @property
     def frontier(self) -> int:
         """End of the contiguous run of bytes from offset 0 (what can be hashed so far)."""
-        for segment in self.segments:
-            if not segment.finished:
-                return segment.done
-        return self.size
+        segments = self.segments
+        while self._first_open < len(segments) and segments[self._first_open].finished:
+            self._first_open += 1
+        if self._first_open == len(segments):
+            return self.size
+        return segments[self._first_open].done
 
     @property
     def finished(self) -> bool:
@@ -113,7 +124,11 @@ class RangePlan:
 
     def record(self, index: int, done: int) -> None:
         """Note that segment `index` now has [start, done) on disk (after that data's write)."""
-        self.segments[index].done = done
+        segment = self.segments[index]
+        self._on_disk += done - segment.done
+        if done < segment.done:
+            self._first_open = min(self._first_open, index)
+        segment.done = done
         if self._descriptor is not None:
             offset = _HEADER.size + index * _RECORD.size + 16
             os.pwrite(self._descriptor, _DONE.pack(done), offset)

@@ -64,6 +64,9 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 1 << 20
+_READ_BUFFER = 4 << 20
+"""Bytes a response may buffer before reading pauses (aiohttp's 64 KiB default halves a
+local pull's speed)."""
 _MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -87,8 +90,8 @@ class BlobStream:
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.content.iter_chunked(CHUNK_SIZE):
-                yield chunk
+            async for chunk, _ in self._response.content.iter_chunks():
+                yield chunk  # as received: no joining copy
         except (aiohttp.ClientError, TimeoutError) as error:
             reason = str(error) or type(error).__name__
             raise RegistryUnavailable(
@@ -138,6 +141,7 @@ class RegistryClient:
             self._session = aiohttp.ClientSession(
                 timeout=_TIMEOUT,
                 auto_decompress=False,
+                read_bufsize=_READ_BUFFER,
                 connector=aiohttp.TCPConnector(limit=64),
                 headers={"User-Agent": "modelrunner"},
             )

@@ -185,17 +185,39 @@ async def test_parallel_ranges_with_a_stalled_range(
     size = (8 << 20) + 12345
     manifest, digest = await _push_random(registry, "ai/ranges", tmp_path / "blob.gguf", size)
     proxy.stall_after = 512 << 10
-    puller = _puller(settings, stall_timeout=0.5, backoff=0.05, parallel_threshold=1 << 20)
+    puller = _puller(
+        settings, stall_timeout=0.5, backoff=0.05, parallel_threshold=1 << 20,
+        piece_size=size // 4 + 1,
+    )  # fmt: skip
     try:
         model = await puller.pull(f"{proxy.host}/ai/ranges")
     finally:
         await puller.close()
     assert model.id == "sha256:" + hashlib.sha256(manifest).hexdigest()
     gets = proxy.blob_gets(digest)
-    assert len(gets) == 5  # four ranges, one of them stalled and resumed
+    assert len(gets) == 5  # four pieces, one of them stalled and resumed
     assert sum(request.sent for request in gets) == size
     assert {request.end for request in gets[:4]} == {size * i // 4 - 1 for i in (1, 2, 3)} | {None}
     assert hashlib.sha256(puller.store.blob_path(digest).read_bytes()).hexdigest() == digest[7:]
+
+
+async def test_a_big_blob_comes_in_pieces_over_a_few_connections(
+    proxy: FaultProxy, registry: RunningRegistry, settings: Settings, tmp_path: Path
+) -> None:
+    """Twelve pieces, three connections: every piece is asked for once, the hash checks them all."""
+    size = (12 << 20) + 777
+    manifest, digest = await _push_random(registry, "ai/pieces", tmp_path / "blob.gguf", size)
+    puller = _puller(settings, parallel_threshold=1 << 20, piece_size=-(-size // 12), connections=3)
+    try:
+        model = await puller.pull(f"{proxy.host}/ai/pieces")
+    finally:
+        await puller.close()
+    assert model.id == "sha256:" + hashlib.sha256(manifest).hexdigest()
+    gets = proxy.blob_gets(digest)
+    bounds = [size * i // 12 for i in range(13)]
+    assert sorted(get.start for get in gets) == bounds[:12]
+    assert sum(get.sent for get in gets) == size
+    assert not list(puller.store.blob_path(digest).parent.glob("*.incomplete*"))
 
 
 async def test_partial_left_by_dmr_is_resumed(
