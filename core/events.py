@@ -59,6 +59,21 @@ class DefaultModelProgressed:
 
 
 @dataclass(frozen=True, slots=True)
+class PullStarted:
+    """A pull was asked for (state "queued"), or it got its turn (state "resolving").
+
+    Published before the pull touches the network, so observers show it at once; a pull that then
+    waits for a free slot says "queued" until it is admitted. Every pull that starts ends with
+    PullFinished or PullFailed. Joining a pull already running publishes nothing.
+    """
+
+    reference: str
+    """The normalised reference being pulled, e.g. "ai/gemma3:latest"."""
+    state: str
+    """"queued" (waiting for a slot) or "resolving" (admitted: reading the manifest)."""
+
+
+@dataclass(frozen=True, slots=True)
 class PullProgressed:
     """One layer of a model pull moved on (bytes, speed or state)."""
 
@@ -95,6 +110,10 @@ class PullFinished:
     """The model's size as its config states it ("256.35MiB"), for DMR's cached message."""
 
 
+CANCELLED_STATUS = 499
+"""PullFailed.status of a pull that was cancelled (nginx's "client closed request")."""
+
+
 @dataclass(frozen=True, slots=True)
 class PullFailed:
     """A pull ended without storing anything new under its tag."""
@@ -102,7 +121,7 @@ class PullFailed:
     reference: str
     message: str
     status: int = 500
-    """The HTTP status a front end should answer with."""
+    """The HTTP status a front end should answer with; CANCELLED_STATUS for a cancel."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +153,7 @@ Event = (
     | RunnerEvicted
     | ModelsChanged
     | DefaultModelProgressed
+    | PullStarted
     | PullProgressed
     | PullFinished
     | PullFailed

@@ -242,8 +242,10 @@ class ModelRunner:
     ) -> StoredModel:
         """Pull a model from its OCI registry or from Hugging Face (hf.co/...), verified.
 
-        A second pull of the same model joins the first. Progress is published on the bus and
-        given to `on_progress`; `token` is a Hugging Face token (DMR's "bearer-token").
+        A second pull of the same model joins the first. A new pull publishes PullStarted on the
+        bus before any network I/O ("queued" while it waits for a slot, then "resolving");
+        progress and the outcome are published on the bus and given to `on_progress`. `token`
+        is a Hugging Face token (DMR's "bearer-token").
         """
         ref = parse_reference(reference)
         if ref.is_huggingface:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modelrunner.core.events import (
+    CANCELLED_STATUS,
     DefaultModelProgressed,
     EngineBuildProgressed,
     EngineReady,
@@ -14,7 +15,6 @@ from modelrunner.core.events import (
 )
 from modelrunner.tui.formatting import short_name
 from modelrunner.tui.messages import CoreNews, CoreStartFailed
-from modelrunner.tui.pull_progress import CANCELLED_STATUS
 
 NEWS_LINGER = 10.0
 """Seconds good news stays on show."""

@@ -1,4 +1,4 @@
-"""One pull as the TUI shows it, folded from the core's per-layer events: pure, so easy to test."""
+"""One pull as the TUI shows it, folded from the core's pull events: pure, so easy to test."""
 
 from __future__ import annotations
 
@@ -6,15 +6,18 @@ import math
 from dataclasses import dataclass, field, replace
 
 from modelrunner.core.errors import InvalidReference
-from modelrunner.core.events import PullFailed, PullFinished, PullProgressed
+from modelrunner.core.events import (
+    CANCELLED_STATUS,
+    PullFailed,
+    PullFinished,
+    PullProgressed,
+    PullStarted,
+)
 from modelrunner.core.references import normalize
 from modelrunner.tui.formatting import NOT_KNOWN, human_size
 
-PullEvent = PullProgressed | PullFinished | PullFailed
+PullEvent = PullStarted | PullProgressed | PullFinished | PullFailed
 """The events a pull row is built from."""
-
-CANCELLED_STATUS = 499
-"""The status the core gives a pull that was cancelled (nginx's "client closed request")."""
 
 LAYER_STATE_ORDER = ("failed", "retrying", "stalled", "downloading", "verifying", "queued")
 """A pull shows the first of these states any of its layers is in: trouble first."""
@@ -46,17 +49,20 @@ class PullView:
     """"done", "failed" or "cancelled" once the pull is over, else empty."""
     message: str = ""
     """Why it failed, or a note on how it finished."""
+    phase: str = "queued"
+    """What the pull said before any layer moved: "queued" (waiting for a slot) or "resolving"."""
 
     @property
     def state(self) -> str:
-        """queued, downloading, verifying, stalled, retrying, storing, done, failed or cancelled."""
+        """queued, resolving, downloading, verifying, stalled, retrying, storing, done, failed or
+        cancelled."""
         if self.ended:
             return self.ended
         states = {layer.state for layer in self.layers.values()}
         for state in LAYER_STATE_ORDER:
             if state in states:
                 return state
-        return "storing" if states else "queued"
+        return "storing" if states else self.phase
 
     @property
     def speed(self) -> float:
@@ -89,6 +95,10 @@ def fold(view: PullView | None, event: PullEvent) -> PullView:
     if view is None:
         view = PullView(pull_key(event.reference))
     match event:
+        case PullStarted(state=phase):
+            if view.ended:  # the same model pulled again
+                return PullView(view.reference, phase=phase)
+            return replace(view, phase=phase)
         case PullProgressed():
             first_sight = event.layer not in view.layers
             return replace(
@@ -146,6 +156,8 @@ def progress_line(view: PullView, *, quiet: bool = False) -> str:
         size = human_size(view.total) if view.total else ""
         return " · ".join(part for part in (size, view.message or "stored") if part)
     if view.total <= 0:
+        if view.state == "queued":
+            return "waiting for other pulls to finish…"
         return "reading the manifest…"
     parts = [f"{human_size(view.pulled)} / {human_size(view.total)}"]
     state = view.state

@@ -47,7 +47,14 @@ from modelrunner.core.distribution.hf_select import Selection, select_files
 from modelrunner.core.distribution.progress import LayerMeter, PullProgressEvent
 from modelrunner.core.errors import CoreError, InvalidReference, ModelNotFound
 from modelrunner.core.event_bus import EventBus
-from modelrunner.core.events import ModelsChanged, PullFailed, PullFinished, PullProgressed
+from modelrunner.core.events import (
+    CANCELLED_STATUS,
+    ModelsChanged,
+    PullFailed,
+    PullFinished,
+    PullProgressed,
+    PullStarted,
+)
 from modelrunner.core.references import ModelReference
 from modelrunner.core.settings import Settings
 from modelrunner.core.store.gguf_metadata import format_size
@@ -268,7 +275,8 @@ class HuggingFaceSource:
         """Pull the model (or find it stored under its tag) and return it.
 
         `token` overrides HF_TOKEN (DMR's CLI sends it as the request's bearer token). Progress,
-        PullFinished and PullFailed go to `on_progress` (on the event loop) and to the bus.
+        PullFinished and PullFailed go to `on_progress` (on the event loop) and to the bus; a new
+        download first publishes PullStarted("resolving") on the bus (there is no queue here).
         A second pull of the same tag while one runs joins it.
 
         Raises:
@@ -287,6 +295,7 @@ class HuggingFaceSource:
             listeners.append(on_progress)
         task = self._inflight.get(key)
         if task is None:
+            self.bus.publish(PullStarted(reference.normalized, "resolving"))
             task = asyncio.ensure_future(self._pull(reference, token))
             self._inflight[key] = task
             task.add_done_callback(lambda _: self._finish(key))
@@ -326,7 +335,10 @@ class HuggingFaceSource:
             self._report(key, PullFailed(name, error.message, error.status))
             raise
         except asyncio.CancelledError:
-            self._report(key, PullFailed(name, "the pull was cancelled", 499))
+            self._report(key, PullFailed(name, "the pull was cancelled", CANCELLED_STATUS))
+            raise
+        except Exception as error:  # a bug or an OS error: the pull still ends where it shows
+            self._report(key, PullFailed(name, str(error) or type(error).__name__))
             raise
         self._report(key, PullFinished(name, model.id, cached=False))
         self.bus.publish(ModelsChanged())

@@ -8,6 +8,10 @@ at once, big ones in parallel ranges; `transfer.py`), and only then writes the m
 and index entry under the store lock (`ModelStore.write`), tagged with the reference. A manifest
 already in the store is only tagged. The persisted queue (`pull_queue.py`) lists unfinished pulls
 so `resume_pending()` continues them after a restart.
+
+Events: a new job publishes PullStarted("queued") at once, before any network I/O, and
+PullStarted("resolving") when it gets one of the `max_active` slots; then PullProgressed per layer,
+and it ends with exactly one PullFinished or PullFailed (a cancel is a PullFailed with status 499).
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ from modelrunner.core.distribution.transfer import BlobSource, BlobTransfer, Tra
 from modelrunner.core.distribution.validate import check_config, check_manifest
 from modelrunner.core.errors import CoreError, InvalidReference, ModelNotFound
 from modelrunner.core.event_bus import EventBus
-from modelrunner.core.events import ModelsChanged, PullFailed, PullFinished, PullProgressed
+from modelrunner.core.events import (
+    CANCELLED_STATUS,
+    ModelsChanged,
+    PullFailed,
+    PullFinished,
+    PullProgressed,
+    PullStarted,
+)
 from modelrunner.core.references import ModelReference, parse_reference
 from modelrunner.core.settings import Settings
 from modelrunner.core.store.package import Artifact, LayerFile
@@ -34,6 +45,8 @@ from modelrunner.core.store.store import ModelStore, StoredModel
 
 MAX_PARALLEL_BLOBS = 4
 """Blobs downloading at once across all pulls."""
+MAX_ACTIVE_PULLS = 3
+"""Pulls resolving or downloading at once; later ones wait, "queued", in the order asked for."""
 
 
 class RegistryLike(BlobSource, Protocol):
@@ -94,8 +107,18 @@ class PullJob:
         self.total = 0
         self.state = "queued"
         self.task: asyncio.Task[StoredModel] | None = None
+        self.ended = False
+        """Whether PullFinished or PullFailed went out (a job ends once)."""
+
+    def announce(self, state: str) -> None:
+        """Enter "queued" or "resolving" and publish PullStarted (on the bus only: whoever
+        passed `on_progress` started the pull, and DMR's progress stream has no such line)."""
+        self.state = state
+        self._bus.publish(PullStarted(self.key, state))
 
     def emit(self, event: PullProgressEvent) -> None:
+        if isinstance(event, PullFinished | PullFailed):
+            self.ended = True
         self._bus.publish(event)
         for listener in list(self.listeners):
             with contextlib.suppress(Exception):
@@ -140,6 +163,7 @@ class Puller:
         registry_factory: Callable[[], RegistryLike],
         *,
         options: TransferOptions | None = None,
+        max_active: int = MAX_ACTIVE_PULLS,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -150,6 +174,8 @@ class Puller:
         self._jobs: dict[str, PullJob] = {}
         self._blobs: dict[str, _SharedBlob] = {}
         self._slots = asyncio.Semaphore(MAX_PARALLEL_BLOBS)
+        self._admission = asyncio.Semaphore(max_active)
+        """Slots for whole pulls; a job waits for one in state "queued"."""
         self._background: set[asyncio.Task[StoredModel]] = set()
         self._client_users: dict[int, int] = {}
         """Running jobs per client object: a factory may hand every job the same client."""
@@ -187,12 +213,19 @@ class Puller:
             raise InvalidReference(f"{ref.normalized} is a Hugging Face model, not an OCI one")
         job = self._jobs.get(ref.normalized)
         if job is None:
+            self.queue.add(ref.normalized)  # if this fails, no pull started
             job = PullJob(ref, self.bus)
             self._jobs[job.key] = job
-            self.queue.add(job.key)
+            job.announce("queued")
             job.task = asyncio.ensure_future(self._run(job))
-            job.task.add_done_callback(lambda _: self._jobs.pop(job.key, None))
+            job.task.add_done_callback(lambda task: self._ended(job, task))
         return job
+
+    def _ended(self, job: PullJob, task: asyncio.Task[StoredModel]) -> None:
+        """Forget a finished job; a cancelled one says so, even if it never got to run."""
+        self._jobs.pop(job.key, None)
+        if task.cancelled() and not job.ended:
+            job.emit(PullFailed(job.key, "the pull was cancelled", CANCELLED_STATUS))
 
     def active(self) -> list[PullStatus]:
         """The pulls running now, oldest first."""
@@ -231,11 +264,11 @@ class Puller:
     # One job
 
     async def _run(self, job: PullJob) -> StoredModel:
+        """Wait for a slot, pull, and end with PullFinished or PullFailed (a cancel: `_ended`)."""
         try:
-            model = await self._pull(job)
-        except asyncio.CancelledError:
-            job.emit(PullFailed(job.key, "the pull was cancelled", 499))
-            raise
+            async with self._admission:
+                job.announce("resolving")
+                model = await self._pull(job)
         except Exception as error:
             self.queue.remove(job.key)
             message = error.message if isinstance(error, CoreError) else str(error)
@@ -254,7 +287,6 @@ class Puller:
         client = self.registry_factory()
         self._client_users[id(client)] = self._client_users.get(id(client), 0) + 1
         try:
-            job.state = "resolving"
             manifest = await client.get_manifest(ref)
             document = check_manifest(manifest, ref)
             cached = await self._cached(job, manifest.digest, document)

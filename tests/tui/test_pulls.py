@@ -8,18 +8,22 @@ import gguf
 import pytest
 from textual.widgets import Button, Input, Static
 
+from modelrunner.core.distribution.pull import Puller
+from modelrunner.core.distribution.pull_queue import PullQueue
 from modelrunner.core.errors import ModelNotFound
-from modelrunner.core.events import PullFailed, PullFinished, PullProgressed
+from modelrunner.core.events import PullFailed, PullFinished, PullProgressed, PullStarted
 from modelrunner.core.settings import Settings
 from modelrunner.tui.app import ModelRunnerApp, make_app
 from modelrunner.tui.dialogs import PullDialog
 from modelrunner.tui.pull_progress import PullView, fold, human_eta, human_rate, progress_line
 from modelrunner.tui.widgets.pull_list import PullList, PullRow
 from modelrunner.tui.widgets.status_line import StatusLine
+from tests.distribution.gated_registry import GatedRegistry
 from tests.gguf_factory import write_tiny_gguf
 from tests.tui.conftest import (
     GIB,
     MIB,
+    CannedRunner,
     PullingRunner,
     chat_screen,
     models_shown,
@@ -29,6 +33,18 @@ from tests.tui.conftest import (
 
 SIZE = (120, 36)
 GEMMA = "ai/gemma3:latest"
+QWEN = "ai/qwen3:latest"
+
+
+class QueueingRunner(CannedRunner):
+    """The real facade and Puller, one pull at a time, over a registry whose manifests wait at a
+    gate: a second pull stays queued, and no byte ever flows (then each pull fails with a 404)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.gated = GatedRegistry()
+        """Open its gate to let the pulls fail."""
+        self.puller = Puller(settings, self.store, self.bus, lambda: self.gated, max_active=1)
 
 
 @pytest.fixture
@@ -73,6 +89,18 @@ class TestFolding:
         assert view.speed == 0
         assert view.eta is None
         assert progress_line(view).endswith("0 B/s · time left unknown")
+
+    def test_started_queued_then_resolving_then_layers(self) -> None:
+        queued = fold(None, PullStarted(GEMMA, "queued"))
+        assert (queued.state, progress_line(queued)) == (
+            "queued",
+            "waiting for other pulls to finish…",
+        )
+        resolving = fold(queued, PullStarted(GEMMA, "resolving"))
+        assert (resolving.state, progress_line(resolving)) == ("resolving", "reading the manifest…")
+        assert fold(resolving, pull_at_40_percent(GEMMA)[-1]).state == "downloading"
+        failed = fold(resolving, PullFailed(GEMMA, "model ai/gemma3:latest not found", 404))
+        assert fold(failed, PullStarted(GEMMA, "queued")) == PullView(GEMMA)  # pulled again
 
     def test_finished_failed_and_cancelled(self) -> None:
         started = fold(None, pull_at_40_percent(GEMMA)[-1])
@@ -235,3 +263,56 @@ class TestPullFlow:
             await wait_until(pilot, lambda: rows(app)["ai/phi4:latest"].view.state == "downloading")
             assert chat_screen(app).pull_list.active == ["ai/phi4:latest"]
             assert isinstance(app.screen.query_one("#prompt-text"), Input)
+
+
+class TestQueuedPulls:
+    """Rows come from the core's PullStarted: "queued" while a pull waits for a slot, before any
+    byte flows, then "resolving"; a pull failing before any layer ends failed, with the reason."""
+
+    async def test_a_second_pull_shows_queued_then_both_fail_visibly(
+        self, two_models: Settings
+    ) -> None:
+        runner = QueueingRunner(two_models)
+        app = make_app(runner, two_models)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await models_shown(pilot)
+            await pilot.press("ctrl+o", *"gemma3", "enter")
+            await wait_until(pilot, lambda: runner.gated.asked == [GEMMA])
+            await pilot.press("ctrl+o", *"qwen3", "enter")
+            await wait_until(pilot, lambda: len(runner.pulls()) == 2 and QWEN in rows(app))
+            await pilot.pause(0.1)  # time for a wrong state to show, were there one
+            states = {reference: row.view.state for reference, row in rows(app).items()}
+            assert states == {GEMMA: "resolving", QWEN: "queued"}
+            queued = rows(app)[QWEN]
+            assert str(queued.query_one(".pull--state").render()) == "queued"
+            assert line_of(queued) == "waiting for other pulls to finish…"
+            assert (queued.view.total, queued.view.pulled) == (0, 0)
+            assert line_of(rows(app)[GEMMA]) == "reading the manifest…"
+            assert screen.pull_list.border_subtitle == "2 under way"
+
+            runner.gated.gate.set()
+            await wait_until(
+                pilot, lambda: [row.view.state for row in rows(app).values()] == ["failed"] * 2
+            )
+            assert line_of(rows(app)[QWEN]) == "model ai/qwen3:latest not found"
+            assert rows(app)[QWEN].has_class("-failed")
+            assert screen.pull_list.border_subtitle == ""
+
+    async def test_pulls_resumed_after_a_restart_show_up_queued(self, two_models: Settings) -> None:
+        """No one in this app asked for them: the rows come from the core's events alone."""
+        queue = PullQueue(two_models.state_dir)
+        queue.add(GEMMA)
+        queue.add(QWEN)
+        runner = QueueingRunner(two_models)
+        app = make_app(runner, two_models)
+        async with app.run_test(size=SIZE) as pilot:
+            await models_shown(pilot)
+            await wait_until(
+                pilot,
+                lambda: (
+                    {key: row.view.state for key, row in rows(app).items()}
+                    == {GEMMA: "resolving", QWEN: "queued"}
+                ),
+            )
+            assert line_of(rows(app)[QWEN]) == "waiting for other pulls to finish…"
+            assert runner.gated.asked == [GEMMA]

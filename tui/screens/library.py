@@ -14,6 +14,7 @@ from modelrunner.core.events import (
     PullFailed,
     PullFinished,
     PullProgressed,
+    PullStarted,
     RunnerEvicted,
     RunnerStateChanged,
 )
@@ -74,11 +75,13 @@ class LibraryScreen(Screen[None]):
     def show_library_news(self, news: CoreNews) -> None:
         """Reflect pull and runner events in the lists."""
         match news:
-            case CoreStarted():
+            case CoreStarted():  # pulls resumed from the queue, as they stand now
                 for status in self.runner.pulls():
+                    phase = "queued" if status.state == "queued" else "resolving"
+                    self.pull_list.apply(PullStarted(status.reference, phase))
                     for layer in status.layers:
                         self.pull_list.apply(layer)
-            case PullProgressed() | PullFinished() | PullFailed():
+            case PullStarted() | PullProgressed() | PullFinished() | PullFailed():
                 self.pull_list.apply(news)
             case RunnerStateChanged() | RunnerEvicted():
                 self.runner_list.apply(news)
