@@ -34,11 +34,13 @@ class RunnerStateChanged:
 
     model_id: str
     reference: str
-    """The reference of the request that loaded it."""
+    """The model's name: its first tag, normalised ("ai/smollm2:135M-Q4_1")."""
     state: str
     """"starting", "ready", "busy", "idle", "stopping", "stopped" or "crashed"."""
     detail: str = ""
     """Why, when it says more than the state: a crash's exit status and last output lines."""
+    mode: str = "completion"
+    """Which of the model's runners: "completion", "embedding" or "reranking"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,8 @@ class RunnerEvicted:
     """"idle" (keep-alive ran out), "memory" or "limit" (room for `for_model`)."""
     for_model: str = ""
     """The model whose load needed the room, for "memory" and "limit"."""
+    mode: str = "completion"
+    """Which of the model's runners: "completion", "embedding" or "reranking"."""
 
 
 @dataclass(frozen=True, slots=True)

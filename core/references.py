@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from modelrunner.core.errors import InvalidReference
@@ -205,3 +206,18 @@ def display_name(stored_tag: str) -> str:
         return parse_reference(stored_tag).display
     except InvalidReference:
         return stored_tag
+
+
+def model_name(tags: Sequence[str], model_id: str) -> str:
+    """What the API calls a stored model: its first tag, normalised ("ai/smollm2:135M-Q4_1").
+
+    One spelling however a request named the model: `GET /v1/models` lists it, and
+    `/engines/ps`, metrics and llama-server's `--alias` use it. A model without a tag is its ID;
+    a tag that does not parse is shown as stored.
+    """
+    if not tags:
+        return model_id
+    try:
+        return parse_reference(tags[0]).normalized
+    except InvalidReference:
+        return tags[0]

@@ -31,12 +31,13 @@ from modelrunner.core.events import (
 )
 from modelrunner.core.inference.configure import ConfigEntry, ConfigureRequest, apply_configure
 from modelrunner.core.inference.llama_build import resolve_llama_server
-from modelrunner.core.inference.metrics import EngineMetrics, exposition
+from modelrunner.core.inference.metrics import EngineMetrics, exposition, model_label
+from modelrunner.core.inference.modes import mode_for_path
 from modelrunner.core.inference.pool import RunnerInfo, RunnerPool
 from modelrunner.core.inference.sandbox import sandbox_tool
 from modelrunner.core.inference.scheduler import EvictionPreview
 from modelrunner.core.inference.upstream import UpstreamResponse
-from modelrunner.core.references import display_name, parse_reference
+from modelrunner.core.references import parse_reference
 from modelrunner.core.seeding import seed_default_model
 from modelrunner.core.settings import Settings
 from modelrunner.core.store import fsck as store_fsck
@@ -204,9 +205,9 @@ class ModelRunner:
         """One Prometheus exposition: every ready runner's llamacpp:* series with a model
         label, and ours (requests, latency, tokens/s, loads, evictions, runner states)."""
         infos = self.pool.running()
-        runners = [r for info in infos if (r := self.pool.get(info.model_id)) is not None]
+        runners = [r for i in infos if (r := self.pool.get(i.model_id, i.mode)) is not None]
         states = collections.Counter(info.state for info in infos)
-        waiting = {display_name(info.reference): info.waiting for info in infos}
+        waiting = {(model_label(info.reference), info.mode): info.waiting for info in infos}
         return await exposition(self.pool.upstream, runners, self.metrics, states, waiting)
 
     async def _warm_up(self) -> None:
@@ -229,7 +230,8 @@ class ModelRunner:
         async for event in events:
             self.metrics.on_event(event)
             if isinstance(event, RunnerEvicted):
-                self.metrics.observe_eviction(display_name(event.reference), event.reason)
+                model = model_label(event.reference)
+                self.metrics.observe_eviction(model, event.reason, event.mode)
 
     # -- distribution ----------------------------------------------------------------------
 
@@ -318,24 +320,33 @@ class ModelRunner:
         The request holds a slot of the runner (so it is never evicted under it) until the
         caller closes the returned response, which it must do.
 
+        The path chooses the runner's mode, as in DMR: /v1/embeddings goes to the model's
+        embedding runner, /rerank and /score to its reranking one, the rest to completion.
+
         Args:
+            path: What llama-server is asked, e.g. "/v1/chat/completions".
             keep_alive: Seconds the model stays loaded once idle (0: unload after this
                 request, negative: never); None keeps the runner's setting.
+
+        Raises:
+            InvalidInput: No runner mode serves `path`.
         """
         if not path.startswith("/"):
             raise InvalidInput(f"invalid upstream path {path!r}")
-        lease = await self.pool.checkout(reference, keep_alive=keep_alive)
+        mode = mode_for_path(path)
+        lease = await self.pool.checkout(reference, mode=mode, keep_alive=keep_alive)
         try:
             response = await self.pool.upstream.request(lease.runner, "POST", path, body, headers)
         except BaseException:
             lease.release()
             raise
         started = time.monotonic()
-        model = display_name(reference)
+        model = lease.runner.reference
 
         def finished() -> None:
             lease.release()
-            self.metrics.observe_request(model, response.status, time.monotonic() - started)
+            seconds = time.monotonic() - started
+            self.metrics.observe_request(model, response.status, seconds, mode=mode)
 
         response.on_close = finished
         return response
@@ -360,15 +371,16 @@ class ModelRunner:
         first: float | None = None
         count = 0
         status = 500
+        model = model_label(reference)
         try:
             async with self.pool.lease(reference) as runner:
+                model = runner.reference
                 async for delta in self.pool.upstream.chat_deltas(runner, payload):
                     first = first or time.monotonic()
                     count += 1
                     yield delta
             status = 200
         finally:
-            model = display_name(reference)
             ended = time.monotonic()
             self.metrics.observe_request(
                 model, status, ended - started, None if first is None else first - started
@@ -383,7 +395,7 @@ class ModelRunner:
 
     async def readings(self) -> tuple[HostSample, GpuSample]:
         """CPU, RAM and GPUs now, with each runner's processes and GPU memory attributed."""
-        pids = {info.pid: info.model_id for info in self.pool.running() if info.pid is not None}
+        pids = {info.pid: info.key.label for info in self.pool.running() if info.pid is not None}
         host = await self.pool.host.read(list(pids))
         gpus = await self.pool.gpu.read(pids)
         return host, gpus
@@ -414,7 +426,8 @@ class ModelRunner:
     async def unload(
         self, references: Sequence[str] | None = None, *, include_busy: bool = True
     ) -> int:
-        """Stop the runners of some models (all when None); returns how many stopped.
+        """Stop the runners of some models, in every mode (all when None); returns how many
+        stopped.
 
         With `include_busy=False` (DMR's POST /engines/unload) runners serving a request are
         left alone, and a name that matches no stored model counts as nothing to unload.

@@ -74,13 +74,17 @@ def go_time(unix_seconds: float | None) -> str:
 
 
 def ps_entry(info: RunnerInfo) -> dict[str, Any]:
-    """One runner in DMR's /engines/ps shape."""
+    """One runner in DMR's /engines/ps shape, one per model and mode.
+
+    `model_name` is the model's name as `/v1/models` lists it ("ai/smollm2:135M-Q4_1"); DMR
+    shows whatever spelling the first request used.
+    """
     state = info.state
     in_use = bool(getattr(info, "in_use", 0)) or state in IN_USE_STATES
     entry: dict[str, Any] = {
         "backend_name": "llama.cpp",
         "model_name": info.reference,
-        "mode": getattr(info, "mode", "completion"),
+        "mode": info.mode,
         "last_used": ZERO_TIME if in_use else go_time(info.last_used),
     }
     if in_use:
@@ -104,7 +108,8 @@ async def engines_ps(request: Request) -> Response:
 
 
 async def engines_unload(request: Request) -> Response:
-    """POST /engines/unload {"all", "backend", "models"} -> {"unloaded_runners": N}."""
+    """POST /engines/unload {"all", "backend", "models"} -> {"unloaded_runners": N}; a model's
+    runners in every mode go (as DMR), each counted."""
     body = await _json_body(request)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid request: the body must be a JSON object")

@@ -1,4 +1,6 @@
-"""OpenAI-compatible routes: /engines[/llama.cpp]/v1/… and /v1/…; a lean proxy to llama-server."""
+"""OpenAI-compatible routes: /engines[/llama.cpp]/v1/… and /v1/…, and DMR's /rerank and /score;
+a lean proxy to llama-server. The path picks the model's runner: chat and completions go to its
+completion runner, embeddings to its embedding runner, rerank and score to its reranking one."""
 
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from modelrunner.core.errors import CoreError, InvalidReference
+from modelrunner.core.errors import CoreError
 from modelrunner.core.inference.configure import parse_keep_alive
-from modelrunner.core.references import parse_reference
+from modelrunner.core.references import model_name
 from modelrunner.server.errors import ApiError
 
 if TYPE_CHECKING:
@@ -35,6 +37,10 @@ BACKENDS = ("llama.cpp",)
 
 PROXIED_OPERATIONS = ("chat/completions", "completions", "embeddings")
 """What is forwarded to llama-server, under /v1/."""
+
+RERANK_OPERATIONS = ("rerank", "score")
+"""What is forwarded to a reranking runner, under /, /engines/ and /engines/{backend}/ (DMR has
+no /v1/rerank: there it means backend "v1", which is not found)."""
 
 _FORWARDED_RESPONSE_HEADERS = ("content-type", "cache-control")
 _REQUEST_HEADERS_KEPT = ("content-type", "accept", "user-agent", "x-request-origin")
@@ -147,14 +153,25 @@ def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {name: headers[name] for name in _REQUEST_HEADERS_KEPT if name in headers}
 
 
+def upstream_path(path: str) -> str:
+    """What llama-server is asked: the path from its first /v1/, else /rerank or /score (DMR)."""
+    if "/v1/" in path:
+        return "/v1/" + path.split("/v1/", 1)[1]
+    return "/" + path.rstrip("/").rsplit("/", 1)[-1]
+
+
 async def proxy(request: Request) -> Response:
-    """POST …/v1/chat/completions, /completions, /embeddings: forward to llama-server."""
+    """POST …/v1/chat/completions, /completions, /embeddings, …/rerank, …/score: forward to
+    the model's llama-server in the mode the path needs."""
     _check_backend(request)
     body = await read_body(request)
     model, keep_alive = requested_model(body)
-    upstream_path = "/v1/" + request.url.path.split("/v1/", 1)[1]
     forwarding = _runner(request).forward(
-        model, upstream_path, body, forwarded_headers(request.headers), keep_alive=keep_alive
+        model,
+        upstream_path(request.url.path),
+        body,
+        forwarded_headers(request.headers),
+        keep_alive=keep_alive,
     )
     upstream = await _unless_the_client_leaves(request, forwarding)
     if upstream is None:
@@ -195,12 +212,7 @@ def openai_model_id(model: StoredModel) -> str:
     DMR answers the stored form ("docker.io/ai/…"); the normalised one is what people type and
     resolves to the same model, so clients that echo the id back keep working.
     """
-    if not model.tags:
-        return model.id
-    try:
-        return parse_reference(model.tags[0]).normalized
-    except InvalidReference:
-        return model.tags[0]
+    return model_name(model.tags, model.id)
 
 
 def context_window(config: Mapping[str, Any]) -> int | None:
@@ -247,7 +259,7 @@ async def get_model(request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    """Every OpenAI-compatible route, under each of DMR's three prefixes."""
+    """Every OpenAI-compatible route, under each of DMR's three prefixes, and rerank/score."""
     table: list[BaseRoute] = []
     for prefix in ("/engines/v1", "/v1", "/engines/{backend}/v1"):
         table.append(Route(f"{prefix}/models", list_models, methods=["GET"]))
@@ -255,5 +267,10 @@ def routes() -> list[BaseRoute]:
         table.extend(
             Route(f"{prefix}/{operation}", proxy, methods=["POST"])
             for operation in PROXIED_OPERATIONS
+        )
+    for prefix in ("", "/engines", "/engines/{backend}"):
+        table.extend(
+            Route(f"{prefix}/{operation}", proxy, methods=["POST"])
+            for operation in RERANK_OPERATIONS
         )
     return table

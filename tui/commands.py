@@ -28,7 +28,7 @@ class ModelCommands(Provider):
                 screen.action_pull_model,
             )
         ]
-        loaded = set(screen.runner_list.by_model_id)
+        loaded = screen.runner_list.model_ids
         for row in screen.table.rows_by_reference.values():
             if row.model.id in loaded:
                 entries.append(

@@ -58,13 +58,14 @@ def status_news(news: CoreNews) -> StatusNews | None:
             if status == CANCELLED_STATUS:
                 return StatusNews(f"Pull of {short_name(reference)} cancelled.", linger=NEWS_LINGER)
             return StatusNews(pull_failed_text(reference, message), error=True)
-        case RunnerEvicted(reference=reference, reason=reason, for_model=for_model):
+        case RunnerEvicted(reference=reference, reason=reason, for_model=for_model, mode=mode):
             why = (
                 "idle past its keep-alive"
                 if reason == "idle"
                 else f"to make room for {short_name(for_model) or 'another model'}"
             )
-            return StatusNews(f"Unloaded {short_name(reference)}: {why}.", linger=NEWS_LINGER)
+            name = short_name(reference) + ("" if mode == "completion" else f" ({mode})")
+            return StatusNews(f"Unloaded {name}: {why}.", linger=NEWS_LINGER)
     return None
 
 

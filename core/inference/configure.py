@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelrunner.core.errors import Conflict, InvalidInput
+from modelrunner.core.inference.modes import (
+    COMPLETION,
+    EMBEDDING,
+    FALLS_BACK_TO_COMPLETION,
+    IMAGE_GENERATION,
+    MODES,
+)
 from modelrunner.core.inference.runtime_flags import (
     LLAMA_CPP,
     sets_flag,
     split_raw_flags,
     validate_runtime_flags,
 )
-
-COMPLETION = "completion"
-MODES = ("completion", "embedding", "reranking", "image-generation")
-"""DMR's modes; llama.cpp serves all but image generation."""
 
 FOREVER = -1.0
 """keep_alive seconds meaning "never unload"."""
@@ -230,10 +233,10 @@ def parse_configure_request(payload: object, backend: str = LLAMA_CPP) -> Config
         flags = ()
     mode = body.get("mode")
     if mode is None or mode == "":
-        mode = "embedding" if sets_flag(flags, "--embeddings", "--embedding") else COMPLETION
-    if mode not in MODES:
+        mode = EMBEDDING if sets_flag(flags, "--embeddings", "--embedding") else COMPLETION
+    if not isinstance(mode, str) or mode not in MODES:
         raise InvalidInput(f"invalid mode {mode!r}: use one of {', '.join(MODES)}")
-    if mode == "image-generation" and backend == LLAMA_CPP:
+    if mode == IMAGE_GENERATION and backend == LLAMA_CPP:
         raise InvalidInput("llama.cpp does not support mode 'image-generation'")
     context_size = body.get("context-size")
     if context_size is not None:
@@ -279,9 +282,21 @@ class RunnerConfigs:
         return True
 
     def get(self, model_id: str, mode: str = COMPLETION) -> RunnerConfig | None:
-        """The config a runner of `model_id` in `mode` starts with, if one was stored."""
+        """The config a runner of `model_id` in `mode` starts with, if one was stored.
+
+        Reranking and image generation use the completion config when they have none (as DMR).
+        """
         entry = self._entries.get((model_id, mode))
+        if entry is None and mode in FALLS_BACK_TO_COMPLETION:
+            entry = self._entries.get((model_id, COMPLETION))
         return None if entry is None else entry.config
+
+    def modes_using(self, model_id: str, mode: str) -> tuple[str, ...]:
+        """The modes whose runners start with the config stored (or to be stored) under `mode`."""
+        if mode != COMPLETION:
+            return (mode,)
+        borrowers = (m for m in FALLS_BACK_TO_COMPLETION if (model_id, m) not in self._entries)
+        return (COMPLETION, *borrowers)
 
     def forget(self, model_ids: Sequence[str] | None = None) -> int:
         """Drop the configs of `model_ids` (every mode), or all of them; return how many."""
@@ -303,6 +318,8 @@ class RunnerInfoLike(Protocol):
     @property
     def model_id(self) -> str: ...
     @property
+    def mode(self) -> str: ...
+    @property
     def state(self) -> str: ...
 
 
@@ -314,7 +331,9 @@ class PoolLike(Protocol):
     """What configuring needs from RunnerPool."""
 
     def running(self) -> Sequence[RunnerInfoLike]: ...
-    async def unload(self, model_ids: Sequence[str] | None = None) -> int: ...
+    async def unload(
+        self, model_ids: Sequence[str] | None = None, *, modes: Collection[str] | None = None
+    ) -> int: ...
 
 
 async def apply_configure(
@@ -324,7 +343,9 @@ async def apply_configure(
     pool: PoolLike,
     configs: RunnerConfigs,
 ) -> bool:
-    """Store `request`'s config; the model's idle runner stops so the next request uses it.
+    """Store `request`'s config; the model's idle runners in the modes it configures stop, so
+    the next request starts them with it (a completion config also serves reranking runners
+    that have none of their own).
 
     Args:
         resolve: Turns a reference into a stored model ID (raising ModelNotFound).
@@ -334,14 +355,19 @@ async def apply_configure(
 
     Raises:
         ModelNotFound: The model or the speculative draft model is not stored.
-        Conflict: The model's runner is loading or serving a request.
+        Conflict: A runner the config applies to is loading or serving a request.
     """
     model_id = await resolve(request.model)
     if request.config.speculative is not None:
         await resolve(request.config.speculative.draft_model)
-    if configs.get(model_id, request.mode) == request.config:
+    stored = configs.entries(model_id)
+    if any(e.mode == request.mode and e.config == request.config for e in stored):
         return False
-    if any(i.model_id == model_id and _in_use(i) for i in pool.running()):
-        raise Conflict(f"runner already active: {request.model} is loading or serving a request")
-    await pool.unload([model_id])
+    modes = configs.modes_using(model_id, request.mode)
+    if any(i.model_id == model_id and i.mode in modes and _in_use(i) for i in pool.running()):
+        raise Conflict(
+            f"runner already active: {request.model} ({request.mode}) is loading or serving "
+            "a request"
+        )
+    await pool.unload([model_id], modes=modes)
     return configs.set(model_id, request)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from modelrunner.core.errors import InvalidInput, RunnerFailed
-from modelrunner.core.inference.configure import COMPLETION, RunnerConfig
+from modelrunner.core.inference.configure import RunnerConfig
+from modelrunner.core.inference.modes import COMPLETION, EMBEDDING, RERANKING
 from modelrunner.core.inference.process import (
     OutputLog,
     ProcessExited,
@@ -84,6 +85,16 @@ def _sets_ctx_size(args: Sequence[str]) -> bool:
     return any(arg.split("=", 1)[0] in _CTX_FLAGS for arg in args)
 
 
+def _needs_pooling(bundle: BundleLike, *flag_sets: Sequence[str]) -> bool:
+    """Whether an embedding runner must be given a pooling type: the GGUF's metadata is known
+    and names none (a chat model), and no flag sets one. llama-server would otherwise answer
+    every /v1/embeddings with 400 "Pooling type 'none' is not OAI compatible"."""
+    metadata = bundle.config.get("gguf")
+    if not isinstance(metadata, Mapping) or any(k.endswith(".pooling_type") for k in metadata):
+        return False
+    return not any(arg.split("=", 1)[0] == "--pooling" for flags in flag_sets for arg in flags)
+
+
 def _valid_context_size(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and (value > 0 or value == -1):
         return value
@@ -103,8 +114,9 @@ def build_argv(
     """llama-server's command line for `bundle`, in DMR's order (reference §4.1.1).
 
     Differences from DMR, on purpose: `--port 0` makes the Unix socket explicit, `-m`/`--model=`
-    are refused in LLAMA_ARGS too, and a context size in LLAMA_ARGS wins over the packaged one
-    (a configured one still wins over both).
+    are refused in LLAMA_ARGS too, a context size in LLAMA_ARGS wins over the packaged one
+    (a configured one still wins over both), and an embedding runner of a model whose GGUF
+    names no pooling type gets `--pooling mean` (unless a flag sets one), so chat models embed.
 
     Args:
         mode: "completion", "embedding" or "reranking".
@@ -117,9 +129,11 @@ def build_argv(
     argv += ["--host", str(socket_path), "--port", "0"]
     if mode == COMPLETION and bundle.chat_template is not None:
         argv += ["--chat-template-file", str(bundle.chat_template)]
-    if mode == "embedding":
+    if mode == EMBEDDING:
         argv.append("--embeddings")
-    elif mode == "reranking":
+        if _needs_pooling(bundle, base, config.runtime_flags):
+            argv += ["--pooling", "mean"]
+    elif mode == RERANKING:
         argv += ["--embeddings", "--reranking"]
     elif mode != COMPLETION:
         raise InvalidInput(f"llama.cpp does not support mode {mode!r}")

@@ -1,4 +1,7 @@
-"""GET /metrics: every runner's llama.cpp series with a `model` label, plus our own, in one text.
+"""GET /metrics: every runner's llama.cpp series with `model` and `mode` labels, plus our own.
+
+`model` is always the model's name (its first tag, normalised: "ai/smollm2:135M-Q4_1"), however
+requests spelt it, and `mode` tells a model's completion, embedding and reranking runners apart.
 
 Our own series live in a tiny in-process registry (counters and histograms with labels), so the
 runtime needs no prometheus_client. Each ready runner's `/metrics` is fetched over its Unix socket
@@ -18,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from modelrunner.core.errors import CoreError
+from modelrunner.core.errors import CoreError, InvalidReference
 from modelrunner.core.events import PullFailed, PullFinished, PullProgressed, RunnerStateChanged
-from modelrunner.core.references import display_name
+from modelrunner.core.inference.modes import COMPLETION
+from modelrunner.core.references import normalize
 
 log = logging.getLogger(__name__)
 
@@ -119,18 +123,18 @@ class EngineMetrics:
 
     def __init__(self) -> None:
         self.requests = Counter(
-            "modelrunner_requests", "Inference requests answered, by model and HTTP status.",
-            ("model", "status"),
+            "modelrunner_requests", "Inference requests answered, by model, mode and HTTP status.",
+            ("model", "mode", "status"),
         )  # fmt: skip
         self.request_seconds = Histogram(
             "modelrunner_request_duration_seconds",
             "Time from receiving an inference request to the end of its answer.",
-            ("model",), LATENCY_BUCKETS,
+            ("model", "mode"), LATENCY_BUCKETS,
         )  # fmt: skip
         self.first_token_seconds = Histogram(
             "modelrunner_time_to_first_token_seconds",
             "Time from receiving an inference request to its first answer bytes.",
-            ("model",), LATENCY_BUCKETS,
+            ("model", "mode"), LATENCY_BUCKETS,
         )  # fmt: skip
         self.tokens = Counter(
             "modelrunner_generated_tokens", "Tokens generated, by model.", ("model",)
@@ -140,35 +144,43 @@ class EngineMetrics:
             "Generation speed of each answer, in tokens per second.", ("model",), RATE_BUCKETS,
         )  # fmt: skip
         self.loads = Counter(
-            "modelrunner_runner_loads", "llama-server starts that became ready.", ("model",)
-        )
+            "modelrunner_runner_loads", "llama-server starts that became ready.",
+            ("model", "mode"),
+        )  # fmt: skip
         self.load_seconds = Histogram(
             "modelrunner_runner_load_duration_seconds",
             "Time from starting llama-server to its first healthy answer.",
-            ("model",), LOAD_BUCKETS,
+            ("model", "mode"), LOAD_BUCKETS,
         )  # fmt: skip
         self.failures = Counter(
-            "modelrunner_runner_failures", "llama-servers that failed or crashed.", ("model",)
-        )
+            "modelrunner_runner_failures", "llama-servers that failed or crashed.",
+            ("model", "mode"),
+        )  # fmt: skip
         self.evictions = Counter(
             "modelrunner_runner_evictions", "Runners stopped to make room or when idle.",
-            ("model", "reason"),
+            ("model", "mode", "reason"),
         )  # fmt: skip
         self.pulled_bytes = Counter(
             "modelrunner_pulled_bytes", "Bytes downloaded by pulls (resumed bytes count once).",
             ("model",),
         )  # fmt: skip
-        self._starting: dict[str, float] = {}
+        self._starting: dict[tuple[str, str], float] = {}
         self._pull_seen: dict[tuple[str, str], int] = {}
 
     def observe_request(
-        self, model: str, status: int, seconds: float, first_byte_seconds: float | None = None
+        self,
+        model: str,
+        status: int,
+        seconds: float,
+        first_byte_seconds: float | None = None,
+        *,
+        mode: str = COMPLETION,
     ) -> None:
-        """One inference request finished (`model` as the client named it)."""
-        self.requests.inc(model, str(status))
-        self.request_seconds.observe(seconds, model)
+        """One inference request to a runner of `model` (its name) in `mode` finished."""
+        self.requests.inc(model, mode, str(status))
+        self.request_seconds.observe(seconds, model, mode)
         if first_byte_seconds is not None:
-            self.first_token_seconds.observe(first_byte_seconds, model)
+            self.first_token_seconds.observe(first_byte_seconds, model, mode)
 
     def observe_generation(self, model: str, tokens: int, seconds: float) -> None:
         """An answer of `tokens` tokens was generated in `seconds` (first to last token)."""
@@ -176,13 +188,13 @@ class EngineMetrics:
         if tokens > 0 and seconds > 0:
             self.tokens_per_second.observe(tokens / seconds, model)
 
-    def observe_load(self, model: str, seconds: float) -> None:
-        self.loads.inc(model)
-        self.load_seconds.observe(seconds, model)
+    def observe_load(self, model: str, seconds: float, mode: str = COMPLETION) -> None:
+        self.loads.inc(model, mode)
+        self.load_seconds.observe(seconds, model, mode)
 
-    def observe_eviction(self, model: str, reason: str) -> None:
+    def observe_eviction(self, model: str, reason: str, mode: str = COMPLETION) -> None:
         """A runner was stopped by the scheduler ("idle", "memory", "unload", ...)."""
-        self.evictions.inc(model, reason)
+        self.evictions.inc(model, mode, reason)
 
     def on_event(self, event: object) -> None:
         """Count loads and failures (RunnerStateChanged) and pulled bytes (PullProgressed)."""
@@ -190,7 +202,7 @@ class EngineMetrics:
             key = (event.reference, event.layer)
             seen = self._pull_seen.setdefault(key, event.current)  # a resumed part is not new
             if event.current > seen:
-                self.pulled_bytes.inc(display_name(event.reference), amount=event.current - seen)
+                self.pulled_bytes.inc(model_label(event.reference), amount=event.current - seen)
                 self._pull_seen[key] = event.current
             return
         if isinstance(event, PullFinished | PullFailed):
@@ -199,14 +211,14 @@ class EngineMetrics:
             return
         if not isinstance(event, RunnerStateChanged):
             return
-        model = display_name(event.reference)
+        model, runner = model_label(event.reference), (event.model_id, event.mode)
         if event.state == "starting":
-            self._starting[event.model_id] = time.monotonic()
-        elif event.state == "ready" and event.model_id in self._starting:
-            self.observe_load(model, time.monotonic() - self._starting.pop(event.model_id))
+            self._starting[runner] = time.monotonic()
+        elif event.state == "ready" and runner in self._starting:
+            self.observe_load(model, time.monotonic() - self._starting.pop(runner), event.mode)
         elif event.state in ("failed", "crashed"):
-            self._starting.pop(event.model_id, None)
-            self.failures.inc(model)
+            self._starting.pop(runner, None)
+            self.failures.inc(model, event.mode)
 
     def families(self) -> list[Family]:
         series = (
@@ -217,6 +229,14 @@ class EngineMetrics:
         return [metric.family() for metric in series]
 
 
+def model_label(reference: str) -> str:
+    """A reference in the one spelling the `model` label uses (normalised; as is if unparsable)."""
+    try:
+        return normalize(reference)
+    except InvalidReference:
+        return reference
+
+
 class RunnerLike(Protocol):
     """What a scrape needs from a running LlamaServer."""
 
@@ -224,6 +244,8 @@ class RunnerLike(Protocol):
     def socket_path(self) -> Path: ...
     @property
     def reference(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
     @property
     def ready(self) -> bool: ...
     @property
@@ -241,11 +263,11 @@ class UpstreamLike(Protocol):
     async def request(self, runner: RunnerLike, method: str, path: str) -> RawResponse: ...
 
 
-def add_label(text: str, name: str, value: str) -> list[Family]:
-    """Parse an exposition into families, adding `name="value"` to every sample."""
+def add_labels(text: str, labels: Mapping[str, str]) -> list[Family]:
+    """Parse an exposition into families, adding `labels` to every sample."""
     families: dict[str, Family] = {}
     current: Family | None = None
-    extra = f'{name}="{escape_label(value)}"'
+    extra = ",".join(f'{name}="{escape_label(value)}"' for name, value in labels.items())
     for raw_line in text.splitlines():
         line = raw_line.strip()
         if not line:
@@ -266,8 +288,8 @@ def add_label(text: str, name: str, value: str) -> list[Family]:
         sample = match.group(0)
         rest = line[match.end() :]
         if rest.startswith("{"):
-            labels, rest = _split_labels(rest)
-            labelled = f"{sample}{{{labels + ',' if labels else ''}{extra}}}{rest}"
+            own, rest = _split_labels(rest)
+            labelled = f"{sample}{{{own + ',' if own else ''}{extra}}}{rest}"
         else:
             labelled = f"{sample}{{{extra}}}{rest}"
         owner = current if current is not None and _belongs(sample, current) else None
@@ -339,14 +361,15 @@ async def exposition(
     runners: Sequence[RunnerLike],
     own: EngineMetrics,
     states: Mapping[str, int] | None = None,
-    waiting: Mapping[str, int] | None = None,
+    waiting: Mapping[tuple[str, str], int] | None = None,
 ) -> str:
-    """The whole /metrics answer: each ready runner's series with `model`, then ours.
+    """The whole /metrics answer: each ready runner's series with `model` and `mode`, then ours.
 
     Args:
         runners: Every runner the pool holds; those not ready or without --metrics are skipped.
         states: How many runners are in each state, published as modelrunner_runners{state}.
-        waiting: Requests queued for each busy model, as modelrunner_queue_depth{model}.
+        waiting: Requests queued for each (model, mode) runner, as
+            modelrunner_queue_depth{model,mode}.
     """
     scraped = [r for r in runners if r.ready and r.has_metrics]
     texts = await asyncio.gather(*(scrape(upstream, runner) for runner in scraped))
@@ -355,7 +378,8 @@ async def exposition(
         if text is None:
             continue
         try:
-            groups.append(add_label(text, "model", display_name(runner.reference)))
+            labels = {"model": model_label(runner.reference), "mode": runner.mode}
+            groups.append(add_labels(text, labels))
         except ValueError as error:
             log.warning("unreadable metrics from the runner of %s: %s", runner.reference, error)
     ours = own.families()
@@ -367,10 +391,10 @@ async def exposition(
         ]
         ours.append(gauge)
     if waiting is not None:
-        depth = Family("modelrunner_queue_depth", "gauge", "Requests waiting for a busy model.")
+        depth = Family("modelrunner_queue_depth", "gauge", "Requests waiting for a busy runner.")
         depth.samples = [
-            f'modelrunner_queue_depth{{model="{escape_label(model)}"}} {count}'
-            for model, count in waiting.items()
+            f"modelrunner_queue_depth{_labels(('model', 'mode'), key)} {count}"
+            for key, count in waiting.items()
         ]
         ours.append(depth)
     return "".join(family.render() for family in merge([*groups, ours]))

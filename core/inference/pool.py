@@ -1,10 +1,12 @@
 """RunnerPool: the single owner of running LlamaServers; carries out the Scheduler's decisions.
 
-A request leases a runner (`async with pool.lease(reference) as runner:`): the pool asks the pure
-`Scheduler` what to do with a snapshot of its runners and of free memory, and does it: serve, join
-a load, queue for a slot, stop least recently used idle runners and start, or refuse. Idle runners
-stop when their keep-alive runs out; a runner whose llama-server dies is reported crashed and is
-reloaded by the next request.
+A request leases a runner (`async with pool.lease(reference, mode=...) as runner:`): one
+llama-server per model and mode, so a model can serve chat and embeddings at once, each runner
+counted on its own (limit, memory, eviction, keep-alive). The pool asks the pure `Scheduler` what
+to do with a snapshot of its runners and of free memory, and does it: serve, join a load, queue
+for a slot (first come, first served), stop least recently used idle runners and start, or
+refuse. Idle runners stop when their keep-alive runs out; a runner whose llama-server dies is
+reported crashed and is reloaded by the next request. What starting one takes is the Launcher's.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Collection, Sequence
 
 from modelrunner.core.errors import (
     CoreError,
@@ -23,24 +24,12 @@ from modelrunner.core.errors import (
     RunnerGone,
 )
 from modelrunner.core.event_bus import EventBus
-from modelrunner.core.events import (
-    EngineBuildProgressed,
-    EngineReady,
-    RunnerEvicted,
-    RunnerStateChanged,
-)
+from modelrunner.core.events import RunnerEvicted, RunnerStateChanged
 from modelrunner.core.inference.configure import RunnerConfigs
-from modelrunner.core.inference.llama_build import (
-    BuildProgress,
-    LlamaServerBinary,
-    ensure_llama_server,
-)
-from modelrunner.core.inference.llama_server import (
-    LlamaServer,
-    build_argv,
-    sweep_stale_runtime_dirs,
-)
-from modelrunner.core.inference.memory import estimate_for_argv
+from modelrunner.core.inference.launcher import Launcher
+from modelrunner.core.inference.llama_build import LlamaServerBinary
+from modelrunner.core.inference.llama_server import LlamaServer, sweep_stale_runtime_dirs
+from modelrunner.core.inference.modes import COMPLETION
 from modelrunner.core.inference.process import ProcessState
 from modelrunner.core.inference.runners import (
     Lease,
@@ -48,6 +37,7 @@ from modelrunner.core.inference.runners import (
     Prepared,
     RunnerEntry,
     RunnerInfo,
+    RunnerKey,
     StoreLike,
 )
 from modelrunner.core.inference.scheduler import (
@@ -70,12 +60,12 @@ from modelrunner.core.inference.scheduler import (
     preview,
 )
 from modelrunner.core.inference.upstream import UpstreamClient
-from modelrunner.core.references import parse_reference
+from modelrunner.core.references import model_name
 from modelrunner.core.settings import Settings
 from modelrunner.core.system.gpu import GpuSampler
 from modelrunner.core.system.host import HostSampler
 
-__all__ = ["Lease", "Limits", "RunnerInfo", "RunnerPool", "StoreLike"]
+__all__ = ["Lease", "Limits", "RunnerInfo", "RunnerKey", "RunnerPool", "StoreLike"]
 
 
 class RunnerPool:
@@ -115,39 +105,28 @@ class RunnerPool:
         """The HTTP client for every runner of this pool."""
         self.configs = RunnerConfigs()
         """`_configure`d configs runners start with (context size, flags, draft model)."""
-        self._runners: dict[str, RunnerEntry] = {}
-        self._prepared: dict[str, asyncio.Task[Prepared]] = {}
+        self.launcher = Launcher(settings, store, bus, self.configs, self.gpu)
+        self._runners: dict[RunnerKey, RunnerEntry] = {}
         self._changed = asyncio.Event()
         self._no_gpu = False
         self._idle_task: asyncio.Task[None] | None = None
-        self._engine: LlamaServerBinary | None = None
-        self._engine_lock = asyncio.Lock()
         self._closed = False
         sweep_stale_runtime_dirs()
 
     async def engine(self) -> LlamaServerBinary:
         """The llama-server binary, found or built once per pool."""
-        async with self._engine_lock:
-            if self._engine is None:
-
-                def progress(step: BuildProgress) -> None:
-                    self.bus.publish(EngineBuildProgressed(step.percent, step.line))
-
-                self._engine = await ensure_llama_server(self.settings, progress)
-                self.bus.publish(
-                    EngineReady(str(self._engine.path), self._engine.source, self._engine.version)
-                )
-            return self._engine
+        return await self.launcher.engine()
 
     # -- leasing ---------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def lease(
-        self, reference: str, *, keep_alive: float | None = None
+        self, reference: str, *, mode: str = COMPLETION, keep_alive: float | None = None
     ) -> AsyncIterator[LlamaServer]:
-        """Hold a slot of a ready runner for `reference` while the block runs.
+        """Hold a slot of a ready runner of `reference` in `mode` while the block runs.
 
         Args:
+            mode: completion, embedding or reranking: which of the model's runners.
             keep_alive: Seconds the runner stays loaded once idle (0: unload after this request,
                 negative: never); None keeps what it had (the idle timeout by default).
 
@@ -156,7 +135,7 @@ class RunnerPool:
             RunnerBusy: Every slot is taken and the queue is full, or no slot freed in time.
             InsufficientMemory: The model cannot fit (with the memory check on).
         """
-        held = await self.checkout(reference, keep_alive=keep_alive)
+        held = await self.checkout(reference, mode=mode, keep_alive=keep_alive)
         try:
             yield held.runner
         except RunnerFailed as error:
@@ -167,15 +146,18 @@ class RunnerPool:
         finally:
             held.release()
 
-    async def checkout(self, reference: str, *, keep_alive: float | None = None) -> Lease:
-        """A lease on a runner for `reference`; the caller must `release()` it (e.g. after
-        streaming a response). `lease()` is the context-manager form."""
-        entry = await self._admit(reference, counted=True, keep_alive=keep_alive)
+    async def checkout(
+        self, reference: str, *, mode: str = COMPLETION, keep_alive: float | None = None
+    ) -> Lease:
+        """A lease on a runner of `reference` in `mode`; the caller must `release()` it (e.g.
+        after streaming a response). `lease()` is the context-manager form."""
+        entry = await self._admit(reference, mode, counted=True, keep_alive=keep_alive)
         assert entry.server is not None
         return Lease(entry.server, entry, self._release)
 
-    async def acquire(self, reference: str) -> LlamaServer:
-        """A ready runner for `reference`, starting one if needed; concurrent callers share a load.
+    async def acquire(self, reference: str, mode: str = COMPLETION) -> LlamaServer:
+        """A ready runner of `reference` in `mode`, started if needed; concurrent callers share
+        a load.
 
         Unlike `lease`, the request is not counted in flight: the runner may be evicted under it.
 
@@ -185,18 +167,17 @@ class RunnerPool:
             RunnerFailed: llama-server failed to start.
             InsufficientMemory: The model cannot fit (with the memory check on).
         """
-        entry = await self._admit(reference, counted=False, keep_alive=None)
+        entry = await self._admit(reference, mode, counted=False, keep_alive=None)
         assert entry.server is not None
         return entry.server
 
     async def _admit(
-        self, reference: str, *, counted: bool, keep_alive: float | None
+        self, reference: str, mode: str, *, counted: bool, keep_alive: float | None
     ) -> RunnerEntry:
         if self._closed:
             raise CoreError("the runner pool is closed")
         self._ensure_idle_task()
-        model = await asyncio.to_thread(self.store.get, reference)
-        key = model.id
+        key, name = await self._identify(reference, mode)
         deadline = time.monotonic() + self.limits.queue_timeout
         while True:
             if self._closed:
@@ -204,9 +185,9 @@ class RunnerPool:
             current = self._runners.get(key)
             prepared: Prepared | None = None
             if current is None or current.state is RunnerState.CRASHED:
-                prepared = await self._prepare(key)
+                prepared = await self.launcher.prepare(key)
             resources = await self._resources()
-            request = Request(key, reference, prepared.need if prepared else Need())
+            request = Request(key, name, prepared.need if prepared else Need())
             decision = self.scheduler.decide(request, self._views(), resources)
             entry = self._runners.get(key)
             if isinstance(decision, Serve) or (isinstance(decision, Queue) and not counted):
@@ -216,36 +197,58 @@ class RunnerPool:
             if isinstance(decision, Join):
                 assert entry is not None
                 assert entry.load is not None
-                await self._join(entry.load, reference)
+                await self._join(entry.load, name)
             elif isinstance(decision, Start):
                 if prepared is not None:
-                    self._start(key, reference, prepared, decision.evict)
+                    self._start(key, name, prepared, decision.evict)
             elif isinstance(decision, Busy):
-                raise RunnerBusy(f"{reference} is busy: {decision.waiting} requests waiting")
+                raise RunnerBusy(f"{name} is busy: {decision.waiting} requests waiting")
             elif isinstance(decision, Refuse):
                 raise InsufficientMemory(decision.message)
             elif isinstance(decision, Queue):
                 assert entry is not None
-                entry.waiting += 1
-                try:
-                    await self._wait_for_change(deadline, f"{reference} is busy", entry)
-                finally:
-                    entry.waiting -= 1
+                if await self._queue(entry, deadline):
+                    entry.take(counted, keep_alive, self._publish, handed=True)
+                    return entry
             elif isinstance(decision, Wait):
-                await self._wait_for_change(deadline, f"cannot load {reference}: {decision.reason}")
+                await self._wait_for_change(deadline, f"cannot load {name}: {decision.reason}")
 
-    async def _wait_for_change(
-        self, deadline: float, what: str, entry: RunnerEntry | None = None
-    ) -> None:
+    async def _identify(self, reference: str, mode: str) -> tuple[RunnerKey, str]:
+        """The runner key of a request and its model's name, however the request spelt it."""
+        model = await asyncio.to_thread(self.store.get, reference)
+        return RunnerKey(model.id, mode), model_name(model.tags, model.id)
+
+    async def _queue(self, entry: RunnerEntry, deadline: float) -> bool:
+        """Wait in line for a slot of `entry`: True once one is handed over, False when the
+        runner went away (decide again).
+
+        Raises:
+            RunnerBusy: No slot came free in time.
+        """
+        place = entry.enqueue()
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                return await asyncio.shield(place)
+        except BaseException as error:
+            waiting = entry.waiting
+            if entry.leave(place):  # handed a slot while leaving: the next in line gets it
+                self._release(entry)
+            if isinstance(error, TimeoutError):
+                raise RunnerBusy(
+                    f"{entry.reference} is busy: {waiting} requests waiting "
+                    f"(nothing freed up within {self.limits.queue_timeout:g} s)"
+                ) from None
+            raise
+
+    async def _wait_for_change(self, deadline: float, what: str) -> None:
         remaining = deadline - time.monotonic()
         try:
             if remaining <= 0:
                 raise TimeoutError
             await asyncio.wait_for(self._changed.wait(), remaining)
         except TimeoutError:
-            waiting = f": {entry.waiting} requests waiting" if entry is not None else ""
             raise RunnerBusy(
-                f"{what}{waiting} (nothing freed up within {self.limits.queue_timeout:g} s)"
+                f"{what} (nothing freed up within {self.limits.queue_timeout:g} s)"
             ) from None
 
     async def _join(self, load: asyncio.Task[LlamaServer], reference: str) -> None:
@@ -260,17 +263,20 @@ class RunnerPool:
             raise
 
     def _release(self, entry: RunnerEntry) -> None:
+        if self._runners.get(entry.key) is entry and entry.hand_over():
+            return  # the slot went to the first in line: nothing else changed
         entry.give_back(self._publish)
         self._notify()
 
     def _notify(self) -> None:
-        """Wake everyone waiting for a slot, for room, or for the next idle deadline."""
+        """Wake everyone waiting for room to load, or for the next idle deadline (slot waiters
+        are handed slots in order by `_release`)."""
         self._changed.set()
         self._changed = asyncio.Event()
 
     # -- snapshot --------------------------------------------------------------------------
 
-    def _views(self) -> list[RunnerView]:
+    def _views(self) -> list[RunnerView[RunnerKey]]:
         return [entry.view(self.limits.idle_timeout) for entry in self._runners.values()]
 
     async def _resources(self) -> Resources:
@@ -292,69 +298,30 @@ class RunnerPool:
                 vram_free = max(0, sample.memory_free - loading)
         return Resources(max(0, ram_free), vram_free)
 
-    async def preview(self, reference: str) -> EvictionPreview:
-        """What a request for `reference` would do now, without doing it (for the API and TUI)."""
-        model = await asyncio.to_thread(self.store.get, reference)
-        current = self._runners.get(model.id)
+    async def preview(self, reference: str, mode: str = COMPLETION) -> EvictionPreview:
+        """What a request for `reference` in `mode` would do now, without doing it (for the API
+        and TUI)."""
+        key, name = await self._identify(reference, mode)
+        current = self._runners.get(key)
         prepared = None
         if current is None or current.state is RunnerState.CRASHED:
-            prepared = await self._prepare(model.id)
+            prepared = await self.launcher.prepare(key)
         resources = await self._resources()
-        request = Request(model.id, reference, prepared.need if prepared else Need())
+        request = Request(key, name, prepared.need if prepared else Need())
         views = self._views()
         return preview(self.scheduler.decide(request, views, resources), request, views, resources)
 
     # -- loading ---------------------------------------------------------------------------
 
-    async def _prepare(self, model_id: str) -> Prepared:
-        """The bundle, config and memory need of a model; shared by concurrent requests.
-
-        Kept between loads (a model's files never change under its ID), and read again only
-        when its _configure'd config changed or its bundle went away.
-        """
-        task = self._prepared.get(model_id)
-        if task is not None and task.done() and not task.cancelled() and not task.exception():
-            kept = task.result()
-            if kept.config != self.configs.get(model_id) or not kept.bundle.gguf.exists():
-                del self._prepared[model_id]
-                task = None
-        if task is None:
-            task = asyncio.create_task(self._read_model(model_id))
-            self._prepared[model_id] = task
-        try:
-            return await asyncio.shield(task)
-        except BaseException:
-            if task.done() and self._prepared.get(model_id) is task:
-                del self._prepared[model_id]
-            raise
-
-    async def _read_model(self, model_id: str) -> Prepared:
-        bundle = await asyncio.to_thread(self.store.bundle, model_id)
-        config = self.configs.get(model_id)
-        draft = None
-        if config is not None and config.speculative is not None:
-            draft = await asyncio.to_thread(self.store.bundle, config.speculative.draft_model)
-        if not self._no_gpu:
-            self._no_gpu = not (await self.gpu.read()).gpus
-        argv = build_argv(
-            Path("llama-server"), bundle, Path("/"), self.settings.llama_args,
-            config=config, draft=draft,
-        )  # fmt: skip
-        try:
-            estimate = await asyncio.to_thread(
-                estimate_for_argv, bundle.gguf, argv, mmproj=bundle.mmproj, gpu=not self._no_gpu
-            )
-        except CoreError:
-            estimate = None  # not a readable GGUF: llama-server will say more
-        return Prepared(bundle, config, draft, estimate)
-
-    def _start(self, key: str, reference: str, prepared: Prepared, evict: Sequence[str]) -> None:
+    def _start(
+        self, key: RunnerKey, name: str, prepared: Prepared, evict: Sequence[RunnerKey]
+    ) -> None:
         victims = [self._runners.pop(k) for k in evict if k in self._runners]
         for victim in victims:
             reason = "limit" if victim.need == Need() else "memory"
-            self.bus.publish(RunnerEvicted(victim.model_id, victim.reference, reason, reference))
+            self._evicted(victim, reason, name)
         replaced = self._runners.get(key)
-        entry = RunnerEntry(key, reference, prepared)
+        entry = RunnerEntry(key, name, prepared)
         self._runners[key] = entry
         entry.load = asyncio.create_task(self._load(entry, prepared, replaced, victims))
         entry.load.add_done_callback(lambda load: self._loaded(entry, load))
@@ -368,50 +335,24 @@ class RunnerPool:
     ) -> LlamaServer:
         stopping = [*victims, *([replaced] if replaced is not None else [])]
         await asyncio.gather(*(self._stop(victim) for victim in stopping))
-        binary = await self.engine()
-        server = LlamaServer(
-            binary.path,
-            prepared.bundle,
-            model_id=entry.model_id,
-            reference=entry.reference,
-            llama_args=self.settings.llama_args,
-            log_file=self._log_file(entry.model_id),
-            on_state=lambda _server, state: self._process_state(entry, state),
-            config=prepared.config,
-            draft=prepared.draft,
-            sandbox=self.settings.sandbox,
+        server = await self.launcher.server(
+            entry.key,
+            entry.reference,
+            prepared,
+            on_state=lambda state: self._process_state(entry, state),
             on_load_stage=lambda stage: self._publish(entry, stage),
-            alias=await self._alias(entry.model_id),
         )
         entry.attach(server)
         await server.start(self.settings.load_timeout)
         return server
 
-    async def _alias(self, model_id: str) -> str:
-        """What the model's answers call it: its first tag, as clients write it."""
-        try:
-            model = await asyncio.to_thread(self.store.get, model_id)
-        except CoreError:
-            return model_id
-        tags = getattr(model, "tags", ())
-        if not tags:
-            return model_id
-        try:
-            return parse_reference(tags[0]).normalized
-        except CoreError:
-            return str(tags[0])
-
     def _loaded(self, entry: RunnerEntry, load: asyncio.Task[LlamaServer]) -> None:
         failed = load.cancelled() or load.exception() is not None
-        if failed and self._prepared.get(entry.model_id) is not None:
-            del self._prepared[entry.model_id]  # read it afresh next time
-        if failed and self._runners.get(entry.model_id) is entry:
-            del self._runners[entry.model_id]
+        if failed:
+            self.launcher.forget(entry.key)  # read it afresh next time
+        if failed and self._runners.get(entry.key) is entry:
+            del self._runners[entry.key]
         self._notify()
-
-    def _log_file(self, model_id: str) -> Path:
-        name = f"llama-server-{model_id.removeprefix('sha256:')[:12]}.log"
-        return self.settings.state_dir / "logs" / name
 
     def _process_state(self, entry: RunnerEntry, state: ProcessState) -> None:
         detail = entry.process_state(state)
@@ -421,14 +362,21 @@ class RunnerPool:
 
     def _publish(self, entry: RunnerEntry, detail: str = "") -> None:
         self.bus.publish(
-            RunnerStateChanged(entry.model_id, entry.reference, entry.state.value, detail)
+            RunnerStateChanged(
+                entry.model_id, entry.reference, entry.state.value, detail, entry.mode
+            )
+        )
+
+    def _evicted(self, entry: RunnerEntry, reason: str, for_model: str = "") -> None:
+        self.bus.publish(
+            RunnerEvicted(entry.model_id, entry.reference, reason, for_model, entry.mode)
         )
 
     # -- status and stopping -----------------------------------------------------------------
 
-    def get(self, model_id: str) -> LlamaServer | None:
-        """The llama-server of a model, if one is loaded or loading."""
-        entry = self._runners.get(model_id)
+    def get(self, model_id: str, mode: str = COMPLETION) -> LlamaServer | None:
+        """The llama-server of a model in a mode, if one is loaded or loading."""
+        entry = self._runners.get(RunnerKey(model_id, mode))
         return None if entry is None else entry.server
 
     def running(self) -> list[RunnerInfo]:
@@ -436,24 +384,34 @@ class RunnerPool:
         return [entry.info() for entry in self._runners.values()]
 
     async def unload(
-        self, model_ids: Sequence[str] | None = None, *, include_busy: bool = True
+        self,
+        model_ids: Sequence[str] | None = None,
+        *,
+        modes: Collection[str] | None = None,
+        include_busy: bool = True,
     ) -> int:
-        """Stop the runners of `model_ids` (all when None); return how many were stopped.
+        """Stop the runners of `model_ids` (all when None) in `modes` (all when None); return
+        how many were stopped.
 
         With `include_busy=False` runners serving or loading are left alone (DMR's unload);
         otherwise their requests fail with "was unloaded".
         """
-        wanted = list(self._runners) if model_ids is None else list(model_ids)
-        entries = [self._runners[key] for key in wanted if key in self._runners]
+        entries = [
+            entry
+            for key, entry in self._runners.items()
+            if (model_ids is None or key.model_id in model_ids)
+            and (modes is None or key.mode in modes)
+        ]
         if not include_busy:
             entries = [e for e in entries if e.in_use == 0 and e.state is not RunnerState.STARTING]
         for entry in entries:
-            del self._runners[entry.model_id]
+            del self._runners[entry.key]
         await asyncio.gather(*(self._stop(entry) for entry in entries))
         self._notify()
         return len(entries)
 
     async def _stop(self, entry: RunnerEntry) -> None:
+        entry.wake_all()  # its queue decides again (and starts a new runner if still wanted)
         if entry.load is not None and not entry.load.done():
             entry.load.cancel()
             await asyncio.gather(entry.load, return_exceptions=True)
@@ -474,7 +432,7 @@ class RunnerPool:
             now = time.time()
             for key in expired(self._views(), now, self.limits.idle_timeout):
                 entry = self._runners.pop(key)
-                self.bus.publish(RunnerEvicted(entry.model_id, entry.reference, "idle"))
+                self._evicted(entry, "idle")
                 await self._stop(entry)
             soonest = next_expiry(self._views(), self.limits.idle_timeout)
             timeout = None if soonest is None else max(0.0, soonest - time.time()) + 0.01

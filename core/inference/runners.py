@@ -1,18 +1,26 @@
-"""The pool's record of each runner (state, requests in flight, keep-alive), Lease, RunnerInfo."""
+"""The pool's record of each runner (state, requests in flight and queued, keep-alive), its key,
+Lease and RunnerInfo.
+
+A runner is one llama-server for one model in one mode (`RunnerKey`). Requests that find every
+slot of a runner taken wait in its queue, first come first served: a finishing request hands its
+slot straight to the first in line, so nobody overtakes (see `RunnerEntry.hand_over`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from modelrunner.core.errors import RunnerFailed
-from modelrunner.core.inference.configure import COMPLETION, RunnerConfig
+from modelrunner.core.inference.configure import RunnerConfig
 from modelrunner.core.inference.llama_server import BundleLike, LlamaServer
 from modelrunner.core.inference.memory import DEFAULT_SLOTS, MemoryEstimate, runner_slots
+from modelrunner.core.inference.modes import COMPLETION
 from modelrunner.core.inference.process import ProcessState
 from modelrunner.core.inference.scheduler import Need, RunnerState, RunnerView
 from modelrunner.core.settings import Settings
@@ -26,13 +34,30 @@ _PROCESS_STATES = {
 }
 
 
+_LOADED = (RunnerState.READY, RunnerState.BUSY, RunnerState.IDLE)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RunnerKey:
+    """Which runner: one llama-server per model and mode (DMR's key, less backend and draft)."""
+
+    model_id: str
+    mode: str = COMPLETION
+
+    @property
+    def label(self) -> str:
+        """The key as one string (GPU attribution, log names): the model ID, with "/<mode>"
+        for any mode but completion."""
+        return self.model_id if self.mode == COMPLETION else f"{self.model_id}/{self.mode}"
+
+
 @dataclass(frozen=True, slots=True)
 class RunnerInfo:
     """A snapshot of one runner, for status displays and the API (`/engines/ps`)."""
 
     model_id: str
     reference: str
-    """The reference of the request that loaded it."""
+    """The model's name: its first tag, normalised, as `GET /v1/models` lists it."""
     state: str
     """A RunnerState value: starting, ready, busy, idle, stopping, stopped or crashed."""
     pid: int | None
@@ -47,6 +72,7 @@ class RunnerInfo:
     keep_alive: float | None = None
     """Seconds it stays loaded once idle, if set (0: unload when idle, negative: never)."""
     mode: str = COMPLETION
+    """completion, embedding or reranking: what the runner's llama-server was started for."""
     memory_bytes: int = 0
     """Estimated RAM + GPU memory (0 when the GGUF could not be read)."""
     slots: int = DEFAULT_SLOTS
@@ -55,6 +81,10 @@ class RunnerInfo:
     """Requests queued for a slot."""
     detail: str = ""
     """Why it crashed, when it did."""
+
+    @property
+    def key(self) -> RunnerKey:
+        return RunnerKey(self.model_id, self.mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +109,22 @@ Publish = Callable[["RunnerEntry"], None]
 class RunnerEntry:
     """One runner as the pool tracks it, from the decision to start it until it is stopped."""
 
-    def __init__(self, model_id: str, reference: str, prepared: Prepared) -> None:
-        self.model_id = model_id
-        self.reference = reference
+    def __init__(self, key: RunnerKey, name: str, prepared: Prepared) -> None:
+        """Args:
+        name: The model's name (`references.model_name`), however the request spelt it.
+        """
+        self.key = key
+        self.model_id = key.model_id
+        self.mode = key.mode
+        self.reference = name
         self.need = prepared.need
         self.server: LlamaServer | None = None
         self.load: asyncio.Task[LlamaServer] | None = None
         self.state = RunnerState.STARTING
         self.in_use = 0
-        self.waiting = 0
+        self.queue: deque[asyncio.Future[bool]] = deque()
+        """Requests waiting for a slot, first come first; each learns True (a slot is theirs)
+        or False (the runner went away: decide again)."""
         self.slots = DEFAULT_SLOTS
         self.last_used = time.time()
         self.keep_alive = prepared.config.keep_alive if prepared.config is not None else None
@@ -99,6 +136,43 @@ class RunnerEntry:
     def holds_memory(self) -> bool:
         return self.state is not RunnerState.CRASHED
 
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a slot."""
+        return len(self.queue)
+
+    def enqueue(self) -> asyncio.Future[bool]:
+        """A place at the back of the queue; `hand_over` or `wake_all` settles it."""
+        place: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.queue.append(place)
+        return place
+
+    def leave(self, place: asyncio.Future[bool]) -> bool:
+        """A waiter gives up its place; True if a slot had been handed to it already (the
+        caller must then pass it on)."""
+        with contextlib.suppress(ValueError):
+            self.queue.remove(place)
+        return place.done() and not place.cancelled() and place.result()
+
+    def hand_over(self) -> bool:
+        """Give the slot of a finishing request to the first waiter, if any (`in_use` stays)."""
+        if self.state not in _LOADED:
+            return False
+        while self.queue:
+            place = self.queue.popleft()
+            if not place.done():
+                place.set_result(True)
+                self.last_used = time.time()
+                return True
+        return False
+
+    def wake_all(self) -> None:
+        """The runner crashed or is going away: every waiter decides again."""
+        while self.queue:
+            place = self.queue.popleft()
+            if not place.done():
+                place.set_result(False)
+
     def attach(self, server: LlamaServer) -> None:
         self.server = server
         self.slots = runner_slots(server.argv)
@@ -109,6 +183,8 @@ class RunnerEntry:
         if new is RunnerState.READY and self.in_use:
             new = RunnerState.BUSY
         self.state = new
+        if new is RunnerState.CRASHED:
+            self.wake_all()
         if new is RunnerState.CRASHED and self.server is not None:
             status = self.server.process.returncode
             tail = "\n".join(self.server.tail(5))
@@ -118,12 +194,14 @@ class RunnerEntry:
             return self.detail
         return ""
 
-    def take(self, counted: bool, keep_alive: float | None, publish: Publish) -> None:
-        """A request starts using the runner."""
+    def take(
+        self, counted: bool, keep_alive: float | None, publish: Publish, *, handed: bool = False
+    ) -> None:
+        """A request starts using the runner (`handed`: with a slot `hand_over` gave it)."""
         self.last_used = time.time()
         if counted:  # each request sets it, as Ollama: one without keep_alive gets the default
             self.keep_alive = self.configured_keep_alive if keep_alive is None else keep_alive
-        if counted:
+        if counted and not handed:
             self.in_use += 1
             if self.state in (RunnerState.READY, RunnerState.IDLE):
                 self.state = RunnerState.BUSY
@@ -137,10 +215,10 @@ class RunnerEntry:
             self.state = RunnerState.IDLE
             publish(self)
 
-    def view(self, idle_timeout: float) -> RunnerView:
+    def view(self, idle_timeout: float) -> RunnerView[RunnerKey]:
         """What the scheduler needs to know of this runner."""
         return RunnerView(
-            key=self.model_id,
+            key=self.key,
             name=self.reference,
             state=self.state,
             in_use=self.in_use,
@@ -164,7 +242,7 @@ class RunnerEntry:
             in_use=self.in_use,
             loading=self.state is RunnerState.STARTING,
             keep_alive=self.keep_alive,
-            mode=server.mode if server is not None else COMPLETION,
+            mode=self.mode,
             memory_bytes=self.need.ram_bytes + self.need.vram_bytes,
             slots=self.slots,
             waiting=self.waiting,
@@ -203,6 +281,8 @@ class Lease:
 class StoredModelLike(Protocol):
     @property
     def id(self) -> str: ...
+    @property
+    def tags(self) -> Sequence[str]: ...
 
 
 class StoreLike(Protocol):

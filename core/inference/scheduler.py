@@ -7,7 +7,9 @@ data.
 The rules, where DMR differs (reference §3.2-3.4, §9.1):
 
 - a ready runner with a free llama-server slot serves; with all slots taken the request queues on
-  it, up to `queue_limit` waiters, then it is refused as busy (DMR has no bound);
+  it, up to `queue_limit` waiters, then it is refused as busy (DMR has no bound); a request never
+  overtakes queued ones: while any wait, a newcomer queues behind them (the pool hands each freed
+  slot to the first in line);
 - a model that is not running starts if the runner limit and free memory allow; otherwise the least
   recently used *idle* runners that free enough go first (DMR evicts every idle runner, and only
   when slots run out); busy runners are never evicted: the request waits for them instead;
@@ -18,8 +20,12 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+"""What tells runners apart (the pool's is a model ID and a mode; tests use plain strings)."""
 
 
 class RunnerState(enum.Enum):
@@ -53,12 +59,12 @@ class Need:
 
 
 @dataclass(frozen=True, slots=True)
-class RunnerView:
+class RunnerView(Generic[K]):
     """What the scheduler knows of one runner."""
 
-    key: str
+    key: K
     name: str
-    """How to call it in a message (the reference that loaded it)."""
+    """How to call it in a message (its model's name)."""
     state: RunnerState
     in_use: int = 0
     """Requests in flight."""
@@ -86,71 +92,71 @@ class Resources:
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
+class Request(Generic[K]):
     """One request for a model."""
 
-    key: str
+    key: K
     name: str
     need: Need = field(default_factory=Need)
 
 
 @dataclass(frozen=True, slots=True)
-class Serve:
+class Serve(Generic[K]):
     """Use the running runner."""
 
-    key: str
+    key: K
 
 
 @dataclass(frozen=True, slots=True)
-class Join:
+class Join(Generic[K]):
     """The model is loading: wait for that load."""
 
-    key: str
+    key: K
 
 
 @dataclass(frozen=True, slots=True)
-class Queue:
+class Queue(Generic[K]):
     """Every slot of the runner is taken: wait for one."""
 
-    key: str
+    key: K
     waiting: int
 
 
 @dataclass(frozen=True, slots=True)
-class Busy:
+class Busy(Generic[K]):
     """Every slot is taken and the queue is full: refuse."""
 
-    key: str
+    key: K
     waiting: int
 
 
 @dataclass(frozen=True, slots=True)
-class Start:
+class Start(Generic[K]):
     """Stop `evict` (idle runners), then start the model."""
 
-    key: str
-    evict: tuple[str, ...] = ()
+    key: K
+    evict: tuple[K, ...] = ()
     fits: bool = True
     """False when memory is short and the memory check is off: started anyway."""
 
 
 @dataclass(frozen=True, slots=True)
-class Wait:
+class Wait(Generic[K]):
     """No room until a busy runner finishes."""
 
-    key: str
+    key: K
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
-class Refuse:
+class Refuse(Generic[K]):
     """The model cannot fit, even with every other runner stopped."""
 
-    key: str
+    key: K
     message: str
 
 
-Decision = Serve | Join | Queue | Busy | Start | Wait | Refuse
+Decision = Serve[K] | Join[K] | Queue[K] | Busy[K] | Start[K] | Wait[K] | Refuse[K]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,12 +164,10 @@ class EvictionPreview:
     """What a request for a model would do now: "loading X would stop Y and Z, needs …, … free"."""
 
     model: str
-    model_id: str
     action: str
     """"serve", "join" (it is loading), "queue", "busy", "start", "wait" or "refuse"."""
     evict: tuple[str, ...]
     """Names of the runners that would be stopped, least recently used first."""
-    evict_ids: tuple[str, ...]
     needed_bytes: int
     """RAM and GPU memory the model needs (0 when it is running or unknown)."""
     free_bytes: int
@@ -173,12 +177,15 @@ class EvictionPreview:
 
 
 def preview(
-    decision: Decision, request: Request, runners: Sequence[RunnerView], resources: Resources
+    decision: Decision[K],
+    request: Request[K],
+    runners: Sequence[RunnerView[K]],
+    resources: Resources,
 ) -> EvictionPreview:
     """Describe `decision` (from `Scheduler.decide` on the same data) for a person."""
     names = {r.key: r.name for r in runners}
-    evict_ids = decision.evict if isinstance(decision, Start) else ()
-    evict = tuple(names.get(key, key) for key in evict_ids)
+    evict_keys = decision.evict if isinstance(decision, Start) else ()
+    evict = tuple(names.get(key, str(key)) for key in evict_keys)
     needed = request.need.ram_bytes + request.need.vram_bytes
     free = resources.ram_free + (resources.vram_free or 0)
     sizes = f"needs {human_bytes(needed)}, {human_bytes(free)} free"
@@ -200,9 +207,7 @@ def preview(
     else:
         fits = False
         message = decision.message
-    return EvictionPreview(
-        request.name, request.key, action, evict, evict_ids, needed, free, fits, message
-    )
+    return EvictionPreview(request.name, action, evict, needed, free, fits, message)
 
 
 def human_bytes(count: int) -> str:
@@ -230,13 +235,13 @@ class Scheduler:
         self.memory_check = memory_check
 
     def decide(
-        self, request: Request, runners: Sequence[RunnerView], resources: Resources
-    ) -> Decision:
+        self, request: Request[K], runners: Sequence[RunnerView[K]], resources: Resources
+    ) -> Decision[K]:
         current = next((r for r in runners if r.key == request.key), None)
         if current is not None and current.state is RunnerState.STARTING:
             return Join(request.key)
         if current is not None and current.state in _LOADED:
-            if current.in_use < current.slots:
+            if current.in_use < current.slots and current.waiting == 0:
                 return Serve(request.key)
             if current.waiting >= self.queue_limit:
                 return Busy(request.key, current.waiting)
@@ -277,7 +282,7 @@ class Scheduler:
         return Need(max(0, need.ram_bytes - resources.ram_free), max(0, vram))
 
     @staticmethod
-    def _too_big(request: Request, resources: Resources, others: Sequence[RunnerView]) -> str:
+    def _too_big(request: Request[K], resources: Resources, others: Sequence[RunnerView[K]]) -> str:
         held = sum((r.need for r in others), Need())
         parts = [
             f"{request.name} needs {human_bytes(request.need.ram_bytes)} of RAM, "
@@ -294,7 +299,7 @@ class Scheduler:
         )
 
 
-def _covers(picks: Sequence[RunnerView], over: int, deficit: Need) -> bool:
+def _covers(picks: Sequence[RunnerView[K]], over: int, deficit: Need) -> bool:
     freed = sum((r.need for r in picks), Need())
     return (
         len(picks) >= over
@@ -303,12 +308,14 @@ def _covers(picks: Sequence[RunnerView], over: int, deficit: Need) -> bool:
     )
 
 
-def _pick(candidates: Sequence[RunnerView], over: int, deficit: Need) -> list[RunnerView] | None:
+def _pick(
+    candidates: Sequence[RunnerView[K]], over: int, deficit: Need
+) -> list[RunnerView[K]] | None:
     """The least recently used candidates that free `over` runners and `deficit` bytes, or None.
 
     Taken oldest first; then any pick the others make unnecessary is kept, newest first.
     """
-    picks: list[RunnerView] = []
+    picks: list[RunnerView[K]] = []
     for candidate in candidates:
         if _covers(picks, over, deficit):
             break
@@ -322,19 +329,19 @@ def _pick(candidates: Sequence[RunnerView], over: int, deficit: Need) -> list[Ru
     return picks
 
 
-def expired(runners: Sequence[RunnerView], now: float, idle_timeout: float) -> list[str]:
+def expired(runners: Sequence[RunnerView[K]], now: float, idle_timeout: float) -> list[K]:
     """Keys of idle runners whose keep-alive (or the idle timeout) has run out at `now`."""
     return [r.key for r in runners if _deadline(r, idle_timeout) <= now]
 
 
-def next_expiry(runners: Sequence[RunnerView], idle_timeout: float) -> float | None:
+def next_expiry(runners: Sequence[RunnerView[K]], idle_timeout: float) -> float | None:
     """When the next idle runner expires (the clock of `last_used`), or None if none will."""
     deadlines = [_deadline(r, idle_timeout) for r in runners]
     finite = [deadline for deadline in deadlines if math.isfinite(deadline)]
     return min(finite) if finite else None
 
 
-def _deadline(runner: RunnerView, idle_timeout: float) -> float:
+def _deadline(runner: RunnerView[K], idle_timeout: float) -> float:
     if not runner.evictable:
         return math.inf
     keep = idle_timeout if runner.keep_alive is None else runner.keep_alive

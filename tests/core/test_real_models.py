@@ -48,8 +48,7 @@ async def test_at_the_limit_the_idle_one_makes_room_as_the_preview_said(
     two_models.pool.scheduler.max_runners = 1
     assert await _answer(two_models, SMOLLM2)
     preview = await two_models.preview(GEMMA3)
-    smollm2_id = (await two_models.get_model(SMOLLM2)).id
-    assert preview.evict_ids == (smollm2_id,)
+    assert preview.evict == (SMOLLM2,)  # runners go by their model's name
     assert "smollm2" in preview.message
     assert await _answer(two_models, GEMMA3)
     assert [info.reference for info in two_models.running()] == [GEMMA3]

@@ -138,3 +138,22 @@ def test_headless_start_imports_no_textual(headless: HeadlessServer) -> None:
     ]
     assert "uvicorn" in imported
     assert not [name for name in imported if name.split(".")[0] == "textual"]
+
+
+def test_chat_and_embeddings_run_side_by_side_without_configure(headless: HeadlessServer) -> None:
+    """One model, two modes: each request's path picks its llama-server; ps names it one way."""
+    _wait_for_default_model(headless)
+    client = openai.OpenAI(base_url=f"{headless.url}/v1", api_key="unused")
+    embedded = client.embeddings.create(model="smollm2:135M-Q4_1", input=["Paris", "Berlin"])
+    assert [len(item.embedding) for item in embedded.data] == [576, 576]  # SmolLM2's width
+    client.chat.completions.create(
+        model=DEFAULT, messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+    )
+    assert len(_llama_servers_under(headless.process.pid)) == 2
+    ps = httpx.get(f"{headless.url}/engines/ps", timeout=5).json()
+    assert sorted((entry["model_name"], entry["mode"]) for entry in ps) == [
+        (DEFAULT, "completion"), (DEFAULT, "embedding")]  # fmt: skip
+    unloaded = httpx.post(
+        f"{headless.url}/engines/unload", json={"models": ["smollm2:135M-Q4_1"]}, timeout=30
+    )
+    assert unloaded.json() == {"unloaded_runners": 2}

@@ -65,6 +65,7 @@ def process_gone(pid: int) -> bool:
 @dataclass(frozen=True)
 class FakeModel:
     id: str
+    tags: tuple[str, ...] = ()
 
 
 class FakeStore:
@@ -81,7 +82,9 @@ class FakeStore:
     def get(self, reference: str) -> FakeModel:
         if reference not in self.models:
             raise ModelNotFound(f"model {reference} not found")
-        return FakeModel(self.models[reference][0])
+        model_id = self.models[reference][0]
+        tags = tuple(r for r, (i, _) in self.models.items() if i == model_id and r != model_id)
+        return FakeModel(model_id, tags)
 
     def bundle(self, reference: str) -> FakeBundle:
         self.bundle_calls += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,22 +142,50 @@ def test_modes() -> None:
         build_argv(Path("/x"), bundle, SOCKET, mode="image-generation")
 
 
+@pytest.mark.parametrize(
+    ("gguf", "flags", "llama_args", "pooling"),
+    [({"llama.context_length": "8192"}, (), None, ["--pooling", "mean"]),  # a chat model
+     ({"bert.pooling_type": "2"}, (), None, []),  # an embedding model says how it pools
+     ({"llama.context_length": "8192"}, ("--pooling", "last"), None, []),
+     ({"llama.context_length": "8192"}, (), ("--pooling=cls",), []),
+     (None, (), None, [])],  # metadata unknown: as DMR
+)  # fmt: skip
+def test_an_embedding_runner_of_a_chat_model_pools_by_mean(
+    gguf: dict[str, str] | None, flags: tuple[str, ...], llama_args: tuple[str, ...] | None,
+    pooling: list[str],
+) -> None:  # fmt: skip
+    config: dict[str, Any] = {} if gguf is None else {"gguf": gguf}
+    bundle = FakeBundle(Path("/b"), Path("/b/m.gguf"), config=config)
+    argv = build_argv(Path("/x"), bundle, SOCKET, llama_args, mode="embedding",
+                      config=RunnerConfig(runtime_flags=flags))  # fmt: skip
+    start = argv.index("--embeddings") + 1
+    assert argv[start : start + len(pooling)] == pooling
+    assert argv.count("--pooling") == (1 if pooling or flags else 0)
+    completion = build_argv(Path("/x"), bundle, SOCKET, llama_args)
+    assert "--pooling" not in completion
+
+
 @dataclass
 class Info:
     model_id: str
     state: str
+    mode: str = "completion"
 
 
 class Pool:
     def __init__(self, *infos: Info) -> None:
         self.infos = list(infos)
         self.unloaded: list[str] = []
+        self.modes: list[tuple[str, ...]] = []
 
     def running(self) -> list[Info]:
         return self.infos
 
-    async def unload(self, model_ids: Sequence[str] | None = None) -> int:
+    async def unload(
+        self, model_ids: Sequence[str] | None = None, *, modes: Collection[str] | None = None
+    ) -> int:
         self.unloaded += list(model_ids or [])
+        self.modes.append(tuple(sorted(modes or ())))
         return len(model_ids or [])
 
 
@@ -180,6 +208,27 @@ async def test_applying_a_config_stops_the_idle_runner_and_stores_it() -> None:
                               "Mode": "completion", "Config": {"context-size": 512}}  # fmt: skip
     assert configs.forget(["sha256:a"]) == 1
     assert configs.entries() == []
+
+
+async def test_a_config_applies_to_its_mode_and_reranking_borrows_completions() -> None:
+    configs = RunnerConfigs()
+    pool = Pool(Info("sha256:a", "busy"), Info("sha256:a", "idle", "embedding"))
+    embedding = parse_configure_request({"model": "ai/a", "mode": "embedding", "context-size": 64})
+    assert await apply_configure(embedding, resolve=resolve, pool=pool, configs=configs)
+    assert pool.modes == [("embedding",)]  # the busy completion runner is not this config's
+    assert configs.get("sha256:a") is None
+    completion = parse_configure_request({"model": "ai/a", "context-size": 512})
+    with pytest.raises(Conflict, match=r"ai/a \(completion\) is loading or serving"):
+        await apply_configure(completion, resolve=resolve, pool=pool, configs=configs)
+    pool.infos = []
+    assert await apply_configure(completion, resolve=resolve, pool=pool, configs=configs)
+    assert pool.modes[-1] == ("completion", "image-generation", "reranking")
+    assert configs.get("sha256:a", "reranking") == RunnerConfig(context_size=512)  # DMR's fallback
+    assert configs.get("sha256:a", "embedding") == RunnerConfig(context_size=64)
+    reranking = parse_configure_request({"model": "ai/a", "mode": "reranking"})
+    assert await apply_configure(reranking, resolve=resolve, pool=pool, configs=configs)
+    assert configs.get("sha256:a", "reranking") == RunnerConfig()
+    assert configs.modes_using("sha256:a", "completion") == ("completion", "image-generation")
 
 
 async def test_a_busy_runner_is_a_conflict_and_unknown_models_are_not_found() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelrunner.core.events import RunnerStateChanged
-from modelrunner.core.inference.metrics import EngineMetrics, add_label, merge
+from modelrunner.core.inference.metrics import EngineMetrics, add_labels, merge
 
 LLAMA = """# HELP llamacpp:prompt_tokens_total Number of prompt tokens processed.
 # TYPE llamacpp:prompt_tokens_total counter
@@ -21,7 +21,9 @@ def render(families: list) -> str:  # type: ignore[type-arg]
 
 
 def test_every_sample_gets_the_model_label_and_families_merge_by_name() -> None:
-    text = render(merge([add_label(LLAMA, "model", "smollm2"), add_label(LLAMA, "model", "tiny")]))
+    text = render(
+        merge([add_labels(LLAMA, {"model": "smollm2"}), add_labels(LLAMA, {"model": "tiny"})])
+    )
     assert text.count("# TYPE llamacpp:prompt_tokens_total counter") == 1
     families = {f.name: f for f in text_string_to_metric_families(text)}
     tokens = families["llamacpp:prompt_tokens"]
@@ -39,11 +41,11 @@ def test_our_registry_renders_counters_and_histograms() -> None:
     metrics.observe_eviction("ai/x", "memory")
     metrics.on_event(RunnerStateChanged("sha256:a", "ai/smollm2:135M-Q4_1", "starting"))
     metrics.on_event(RunnerStateChanged("sha256:a", "ai/smollm2:135M-Q4_1", "ready"))
-    metrics.on_event(RunnerStateChanged("sha256:b", "ai/tiny", "crashed"))
+    metrics.on_event(RunnerStateChanged("sha256:b", "ai/tiny:latest", "crashed"))
     text = render(metrics.families())
     families = {f.name: f for f in text_string_to_metric_families(text)}
     [requests] = families["modelrunner_requests"].samples
-    assert requests.labels == {"model": 'ai/x"y', "status": "200"}
+    assert requests.labels == {"model": 'ai/x"y', "mode": "completion", "status": "200"}
     assert requests.value == 2
     latency = {s.name: s for s in families["modelrunner_request_duration_seconds"].samples
                if "le" not in s.labels or s.labels["le"] in ("0.025", "+Inf")}  # fmt: skip
@@ -53,8 +55,9 @@ def test_our_registry_renders_counters_and_histograms() -> None:
     assert [b.value for b in buckets] == [1, 2]
     assert families["modelrunner_generated_tokens"].samples[0].value == 48
     [loads] = families["modelrunner_runner_loads"].samples
-    assert loads.labels == {"model": "smollm2:135M-Q4_1"}
-    assert families["modelrunner_runner_failures"].samples[0].labels == {"model": "tiny"}
+    assert loads.labels == {"model": "ai/smollm2:135M-Q4_1", "mode": "completion"}
+    assert families["modelrunner_runner_failures"].samples[0].labels == {
+        "model": "ai/tiny:latest", "mode": "completion"}  # fmt: skip
     assert families["modelrunner_runner_evictions"].samples[0].labels["reason"] == "memory"
 
 
@@ -82,7 +85,7 @@ def test_pulled_bytes_count_new_bytes_once_and_queue_depth_is_a_gauge() -> None:
     ):
         own.on_event(event)
     text = "".join(family.render() for family in own.families())
-    assert 'modelrunner_pulled_bytes_total{model="x"} 1700' in text
+    assert 'modelrunner_pulled_bytes_total{model="ai/x:latest"} 1700' in text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert "modelrunner_pulled_bytes" in families
 
@@ -90,8 +93,9 @@ def test_pulled_bytes_count_new_bytes_once_and_queue_depth_is_a_gauge() -> None:
 async def test_queue_depth_and_runner_states_are_gauges() -> None:
     from modelrunner.core.inference.metrics import exposition
 
-    text = await exposition(None, [], EngineMetrics(), {"busy": 1}, {"smollm2": 3})  # type: ignore[arg-type]
+    waiting = {("ai/smollm2:latest", "embedding"): 3}
+    text = await exposition(None, [], EngineMetrics(), {"busy": 1}, waiting)  # type: ignore[arg-type]
     families = {f.name: f for f in text_string_to_metric_families(text)}
     [depth] = families["modelrunner_queue_depth"].samples
-    assert (depth.labels, depth.value) == ({"model": "smollm2"}, 3)
+    assert (depth.labels, depth.value) == ({"model": "ai/smollm2:latest", "mode": "embedding"}, 3)
     assert families["modelrunner_runners"].type == "gauge"

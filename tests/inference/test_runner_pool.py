@@ -13,7 +13,7 @@ import pytest
 from modelrunner.core.errors import CoreError, EngineUnavailable, ModelNotFound, RunnerFailed
 from modelrunner.core.event_bus import EventBus
 from modelrunner.core.events import EngineReady, Event, RunnerStateChanged
-from modelrunner.core.inference.pool import RunnerPool
+from modelrunner.core.inference.pool import RunnerKey, RunnerPool
 from modelrunner.core.settings import Settings
 from tests.inference.engine_fakes import FakeBundle, FakeStore, process_gone, wait_until
 
@@ -71,7 +71,8 @@ async def test_first_acquire_loads_and_later_ones_reuse(pool: RunnerPool, store:
     assert again is runner
     assert store.bundle_calls == 1
     [info] = pool.running()
-    assert (info.model_id, info.reference, info.state) == (MODEL_A, "ai/smollm2", "ready")
+    assert (info.model_id, info.reference, info.state) == (MODEL_A, "ai/smollm2:latest", "ready")
+    assert info.mode == "completion"
     assert info.pid == runner.pid
     assert info.socket == str(runner.socket_path)
 
@@ -172,11 +173,11 @@ async def test_state_changes_and_the_engine_are_announced(
     await wait_until(lambda: len(events) >= 6)
     assert events[0] == EngineReady(str(fake_llama_server), "env", "unknown")
     assert events[1:] == [
-        RunnerStateChanged(MODEL_A, "ai/smollm2", "starting"),
+        RunnerStateChanged(MODEL_A, "ai/smollm2:latest", "starting"),
         # the fake prints llama-server's "listening on" line: a loading stage
-        RunnerStateChanged(MODEL_A, "ai/smollm2", "starting", "listening"),
+        RunnerStateChanged(MODEL_A, "ai/smollm2:latest", "starting", "listening"),
         *(
-            RunnerStateChanged(MODEL_A, "ai/smollm2", state)
+            RunnerStateChanged(MODEL_A, "ai/smollm2:latest", state)
             for state in ("ready", "stopping", "stopped")
         ),
     ]
@@ -225,3 +226,40 @@ async def test_closing_during_a_load_stops_it_and_tells_the_waiters(
         await waiting
     assert process_gone(pid)
     assert pool.running() == []
+
+
+async def test_each_mode_of_a_model_is_its_own_runner(pool: RunnerPool) -> None:
+    chat = await pool.acquire("ai/smollm2")
+    embed = await pool.acquire("smollm2", "embedding")
+    assert embed is not chat
+    assert await pool.acquire("ai/smollm2:latest", "embedding") is embed
+    assert "--embeddings" in embed.argv
+    assert "--embeddings" not in chat.argv
+    logs = {
+        pool.launcher.log_file(RunnerKey(MODEL_A, mode)).name
+        for mode in ("completion", "embedding")
+    }
+    assert logs == {"llama-server-aaaaaaaaaaaa.log", "llama-server-aaaaaaaaaaaa-embedding.log"}
+    infos = sorted((i.model_id, i.mode, i.reference) for i in pool.running())
+    assert infos == [(MODEL_A, "completion", "ai/smollm2:latest"),
+                     (MODEL_A, "embedding", "ai/smollm2:latest")]  # fmt: skip
+    assert pool.get(MODEL_A, "embedding") is embed
+    assert await pool.unload([MODEL_A], modes=["embedding"]) == 1
+    assert [info.mode for info in pool.running()] == ["completion"]
+    await pool.acquire("ai/smollm2", "embedding")
+    assert await pool.unload([MODEL_A]) == 2  # a model's every mode
+
+
+async def test_modes_count_against_the_runner_limit_on_their_own(
+    engine_settings: Settings, fake_llama_server: Path, store: FakeStore, bus: EventBus
+) -> None:
+    settings = engine_settings.with_changes(llama_server_path=fake_llama_server, max_runners=2)
+    pool = RunnerPool(settings, store, bus)
+    try:
+        await pool.acquire("ai/smollm2")
+        await pool.acquire("ai/smollm2", "embedding")
+        await pool.acquire("ai/gemma3")  # the least recently used runner goes: a's completion
+        assert sorted((i.model_id, i.mode) for i in pool.running()) == [
+            (MODEL_A, "embedding"), (MODEL_B, "completion")]  # fmt: skip
+    finally:
+        await pool.close()

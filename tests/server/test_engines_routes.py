@@ -79,7 +79,7 @@ async def test_ps_lists_runners_in_dmr_shape_and_unload_stops_them(
     await chat(api, "ai/tiny")
     [entry] = (await api.get("/engines/ps")).json()
     assert entry["backend_name"] == "llama.cpp"
-    assert entry["model_name"] == "ai/tiny"
+    assert entry["model_name"] == "ai/tiny:latest"
     assert entry["mode"] == "completion"
     assert entry["last_used"].endswith("Z")
     assert not entry["last_used"].startswith("0001")
@@ -92,6 +92,32 @@ async def test_ps_lists_runners_in_dmr_shape_and_unload_stops_them(
     await chat(api, "ai/tiny2")
     response = await api.post("/engines/unload", json={"all": True, "backend": "", "models": []})
     assert response.json() == {"unloaded_runners": 2}
+
+
+async def test_chat_and_embeddings_run_two_runners_under_one_name(
+    api: httpx.AsyncClient,
+) -> None:
+    """No _configure: the path picks the mode; ps and metrics name the model one way."""
+    await chat(api, "tiny")
+    embedded = await api.post("/v1/embeddings", json={"model": "ai/tiny:latest", "input": "abc"})
+    assert embedded.status_code == 200, embedded.text
+    [item] = embedded.json()["data"]
+    assert len(item["embedding"]) == 64  # the tiny model's embedding length
+    entries = (await api.get("/engines/ps")).json()
+    assert sorted((e["model_name"], e["mode"]) for e in entries) == [
+        ("ai/tiny:latest", "completion"), ("ai/tiny:latest", "embedding")]  # fmt: skip
+    metrics = await api.get("/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
+    labels = {
+        (s.labels["model"], s.labels["mode"]) for s in families["llamacpp:prompt_tokens"].samples
+    }
+    assert labels == {("ai/tiny:latest", "completion"), ("ai/tiny:latest", "embedding")}
+    requests = {
+        (s.labels["model"], s.labels["mode"]) for s in families["modelrunner_requests"].samples
+    }
+    assert requests == labels  # "tiny" and "ai/tiny:latest" are one model
+    response = await api.post("/engines/unload", json={"models": ["ai/tiny"]})
+    assert response.json() == {"unloaded_runners": 2}  # every mode, as DMR
 
 
 async def test_unload_errors_are_plain_text(api: httpx.AsyncClient) -> None:
@@ -176,7 +202,10 @@ async def test_metrics_carry_per_model_series_for_two_models(api: httpx.AsyncCli
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
     prompt_tokens = families["llamacpp:prompt_tokens"]
     assert prompt_tokens.type == "counter"
-    assert {s.labels["model"] for s in prompt_tokens.samples} == {"tiny", "tiny2"}
+    assert {s.labels["model"] for s in prompt_tokens.samples} == {
+        "ai/tiny:latest",
+        "ai/tiny2:latest",
+    }
     runners = {s.labels["state"]: s.value for s in families["modelrunner_runners"].samples}
     assert sum(runners.values()) == 2
     assert set(runners) <= {"ready", "idle"}

@@ -144,3 +144,56 @@ async def test_openai_sdk_lists_models(app: Starlette, tiny_model: StoredModel) 
         sdk = openai.AsyncOpenAI(base_url=f"{BASE_URL}/v1", api_key="x", http_client=http)
         models = [model.id async for model in sdk.models.list()]
     assert models == ["ai/tiny:latest"]
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+async def test_embeddings_need_no_configure(
+    client: httpx.AsyncClient, app: Starlette, tiny_model: StoredModel, prefix: str
+) -> None:
+    response = await client.post(f"{prefix}/embeddings", json={"model": "tiny", "input": "abc"})
+    assert response.status_code == 200, response.text
+    [item] = response.json()["data"]
+    assert len(item["embedding"]) == 64
+    [info] = app.state.runner.running()
+    assert (info.reference, info.mode) == (TINY, "embedding")
+
+
+async def test_the_openai_sdk_embeds(app: Starlette, tiny_model: StoredModel) -> None:
+    transport = httpx2.ASGITransport(app=app)  # the openai SDK is built on httpx2
+    async with httpx2.AsyncClient(transport=transport) as http:
+        sdk = openai.AsyncOpenAI(base_url=f"{BASE_URL}/v1", api_key="x", http_client=http)
+        answer = await sdk.embeddings.create(model=TINY, input=["abc", "xyz"])
+    assert [len(item.embedding) for item in answer.data] == [64, 64]
+
+
+@pytest.mark.parametrize("path", ["/rerank", "/engines/rerank", "/engines/llama.cpp/rerank"])
+async def test_rerank_runs_a_reranking_runner(
+    client: httpx.AsyncClient, app: Starlette, tiny_model: StoredModel, path: str
+) -> None:
+    body = {"model": TINY, "query": "abc", "documents": ["abc", "xyz"]}
+    response = await client.post(path, json=body)
+    assert response.status_code == 200, response.text
+    assert sorted(result["index"] for result in response.json()["results"]) == [0, 1]
+    [info] = app.state.runner.running()
+    assert info.mode == "reranking"
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "status", "words"),
+    [
+        ("/rerank", "ai/ghost", 404, "not found"),
+        ("/score", "", 400, "model is required"),
+        ("/engines/vllm/rerank", TINY, 404, "backend not found"),
+        ("/engines/v1/rerank", TINY, 404, "backend not found"),  # as DMR: "v1" is no backend
+    ],
+)
+async def test_bad_rerank_requests_get_the_right_4xx(
+    client: httpx.AsyncClient, path: str, model: str, status: int, words: str
+) -> None:
+    response = await client.post(path, json={"model": model, "query": "q", "documents": ["d"]})
+    assert response.status_code == status, response.text
+    if "/v1/" in path:  # under an OpenAI prefix: the envelope
+        assert words in str(_error(response)["message"])
+    else:
+        assert response.headers["content-type"].startswith("text/plain")
+        assert words in response.text

@@ -64,7 +64,7 @@ class TestRunnerList:
             smol, tiny = await model_id(runner, DEFAULT_TAG), await model_id(runner, OTHER_TAG)
 
             runner.bus.publish(RunnerStateChanged(smol, DEFAULT_TAG, "starting"))
-            await wait_until(pilot, lambda: smol in runners.by_model_id)
+            await wait_until(pilot, lambda: smol in runners.model_ids)
             assert not runners.has_class("-empty")
             assert "smollm2:135M-Q4_1" in shown(runners)
             assert "loading…" in shown(runners)
@@ -85,6 +85,31 @@ class TestRunnerList:
             assert runners.has_class("-empty")
             status = screen.query_one(StatusLine)
             assert status.text == "Unloaded tiny-llama:F16: idle past its keep-alive."
+
+    async def test_a_model_in_two_modes_has_two_rows(self, two_models: Settings) -> None:
+        runner = CannedRunner(two_models)
+        app = make_app(runner, two_models)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await models_shown(pilot)
+            runners = screen.runner_list
+            smol = await model_id(runner, DEFAULT_TAG)
+            runner.bus.publish(RunnerStateChanged(smol, DEFAULT_TAG, "ready"))
+            runner.bus.publish(RunnerStateChanged(smol, DEFAULT_TAG, "starting", mode="embedding"))
+            await wait_until(pilot, lambda: len(runners.runners) == 2)
+            lines = [line for line in shown(runners).splitlines() if "smollm2" in line]
+            assert len(lines) == 2
+            assert "embedding" in lines[1]
+            assert "embedding" not in lines[0]
+            assert runners.border_subtitle == "1 model"
+            assert screen.table.runner_states[smol] == "ready"  # chat's runner, not embedding's
+
+            runner.bus.publish(RunnerEvicted(smol, DEFAULT_TAG, "idle", mode="embedding"))
+            await wait_until(pilot, lambda: len(runners.runners) == 1)
+            assert runners.runners[0].mode == "completion"
+            status = screen.query_one(StatusLine)
+            assert (
+                status.text == "Unloaded smollm2:135M-Q4_1 (embedding): idle past its keep-alive."
+            )
 
     async def test_u_unloads_the_highlighted_model(self, two_models: Settings) -> None:
         runner = RecordingRunner(two_models)

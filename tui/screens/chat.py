@@ -135,7 +135,8 @@ class ChatScreen(LibraryScreen):
                 self.load_models()
             case CoreStartFailed(message=message):
                 self.transcript.show_hint(f"The model store could not be opened: {message}")
-            case RunnerStateChanged(model_id=model_id, state=state):
+            case RunnerStateChanged(model_id=model_id, state=state, mode="completion"):
+                # the runner chats use; an embedding runner of the model is not it
                 self.table.runner_states = {**self.table.runner_states, model_id: state}
                 self._show_chat_title()
                 if self._reply is not None and not self._reply.text and state == "starting":

@@ -1,4 +1,5 @@
-"""The models loaded in llama-server processes: state, memory and pid, from the core's events."""
+"""The models loaded in llama-server processes: state, mode, memory and pid, from the core's
+events. A model with a completion and an embedding runner has a row for each."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from modelrunner.core.events import RunnerEvicted, RunnerStateChanged, SystemSampled
-from modelrunner.core.inference.pool import RunnerInfo
+from modelrunner.core.inference.modes import COMPLETION
+from modelrunner.core.inference.pool import RunnerInfo, RunnerKey
 from modelrunner.tui.formatting import ellipsize, human_size, short_name
 
 NAME_WIDTH = 26
@@ -50,6 +52,12 @@ class RunnerRow:
     """Estimated RAM + GPU memory, when the pool reports it (0: unknown)."""
     measured_bytes: int | None = None
     """RAM (the process tree's RSS) + GPU memory as last read; shown instead of the estimate."""
+    mode: str = COMPLETION
+    """completion, embedding or reranking; shown unless completion."""
+
+    @property
+    def key(self) -> RunnerKey:
+        return RunnerKey(self.model_id, self.mode)
 
     @property
     def shown_bytes(self) -> int:
@@ -85,53 +93,59 @@ class RunnerList(Static, can_focus=False):
         self.border_title = "Running"
 
     @property
-    def by_model_id(self) -> dict[str, RunnerRow]:
-        """The rows, by model ID."""
-        return {row.model_id: row for row in self.runners}
+    def by_key(self) -> dict[RunnerKey, RunnerRow]:
+        """The rows, by runner (model ID and mode)."""
+        return {row.key: row for row in self.runners}
+
+    @property
+    def model_ids(self) -> set[str]:
+        """The models with at least one runner listed."""
+        return {row.model_id for row in self.runners}
 
     def apply(self, event: RunnerStateChanged | RunnerEvicted) -> None:
         """Fold one core event in: a new state, or a runner gone."""
-        rows = self.by_model_id
+        rows = self.by_key
+        key = RunnerKey(event.model_id, event.mode)
         if isinstance(event, RunnerEvicted) or event.state in GONE_STATES:
-            rows.pop(event.model_id, None)
+            rows.pop(key, None)
         else:
-            row = rows.get(event.model_id)
+            row = rows.get(key)
             name = short_name(event.reference) if event.reference else event.model_id[7:19]
             if row is None:
-                row = RunnerRow(event.model_id, name, event.state, event.detail)
+                row = RunnerRow(event.model_id, name, event.state, event.detail, mode=event.mode)
             else:
                 row = replace(row, state=event.state, detail=event.detail)
-            rows[event.model_id] = row
+            rows[key] = row
         self.runners = tuple(rows.values())
 
     def add_details(self, infos: Sequence[RunnerInfo]) -> None:
         """Take pid and memory from the pool's snapshot for the runners listed."""
-        rows = self.by_model_id
+        rows = self.by_key
         for info in infos:
-            row = rows.get(info.model_id)
+            row = rows.get(info.key)
             if row is not None:
                 memory = info.memory_bytes or row.memory_bytes
-                rows[info.model_id] = replace(row, pid=info.pid or row.pid, memory_bytes=memory)
+                rows[info.key] = replace(row, pid=info.pid or row.pid, memory_bytes=memory)
         self.runners = tuple(rows.values())
 
     def measure(self, sample: SystemSampled) -> None:
         """Take each runner's measured memory (RSS of its processes + GPU) from a reading."""
-        rows = self.by_model_id
+        rows = self.by_key
         changed = False
-        for model_id, row in rows.items():
+        for key, row in rows.items():
             process = sample.host.processes.get(row.pid) if row.pid is not None else None
             ram = process.rss_bytes if process else 0
-            total = ram + sample.gpus.runner_memory.get(model_id, 0)
+            total = ram + sample.gpus.runner_memory.get(key.label, 0)
             measured = total or None  # nothing attributed (yet): keep showing the estimate
             if measured != row.measured_bytes:
-                rows[model_id] = replace(row, measured_bytes=measured)
+                rows[key] = replace(row, measured_bytes=measured)
                 changed = True
         if changed:
             self.runners = tuple(rows.values())
 
     def watch_runners(self, runners: tuple[RunnerRow, ...]) -> None:
         self.set_class(not runners, "-empty")
-        count = len(runners)
+        count = len({row.model_id for row in runners})
         self.border_subtitle = f"{count} model{'s' if count != 1 else ''}" if runners else ""
         table = Table.grid(padding=(0, 1), expand=True)
         table.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
@@ -140,8 +154,10 @@ class RunnerList(Static, can_focus=False):
         table.add_column(justify="right", no_wrap=True)
         for row in runners:
             glyph, word, style = STATE_LOOKS.get(row.state, ("·", row.state, ""))
+            mode = "" if row.mode == COMPLETION else f" {row.mode}"
+            name = ellipsize(row.name, NAME_WIDTH - len(mode))
             table.add_row(
-                Text.assemble((glyph, style), " ", ellipsize(row.name, NAME_WIDTH)),
+                Text.assemble((glyph, style), " ", name, (mode, "dim")),
                 Text(word, style=style),
                 Text(human_size(row.shown_bytes) if row.shown_bytes else "", style="dim"),
                 Text(f"pid {row.pid}" if row.pid else "", style="dim"),
