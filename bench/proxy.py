@@ -49,6 +49,7 @@ async def _call(
         "model": MODEL,
         "messages": [{"role": "user", "content": "Count from one to one hundred in words."}],
         "max_tokens": max_tokens,
+        "ignore_eos": True,  # all max_tokens come (SmolLM2 would stop after about 8)
         "temperature": 0,
         "stream": True,
     }

@@ -234,9 +234,11 @@ class Scheduler:
         self.queue_limit = max(0, queue_limit)
         self.memory_check = memory_check
 
-    def decide(
-        self, request: Request[K], runners: Sequence[RunnerView[K]], resources: Resources
-    ) -> Decision[K]:
+    def decide_running(
+        self, request: Request[K], runners: Sequence[RunnerView[K]]
+    ) -> Decision[K] | None:
+        """The decision while the model's runner is loading, loaded or stopping; None when it
+        must be started, which takes `decide` and a memory reading."""
         current = next((r for r in runners if r.key == request.key), None)
         if current is not None and current.state is RunnerState.STARTING:
             return Join(request.key)
@@ -248,6 +250,14 @@ class Scheduler:
             return Queue(request.key, current.waiting)
         if current is not None and current.state is RunnerState.STOPPING:
             return Wait(request.key, f"{current.name} is stopping")
+        return None
+
+    def decide(
+        self, request: Request[K], runners: Sequence[RunnerView[K]], resources: Resources
+    ) -> Decision[K]:
+        running = self.decide_running(request, runners)
+        if running is not None:
+            return running
         # Not running (or crashed, then replaced in place): start it.
         others = [
             r

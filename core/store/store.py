@@ -68,12 +68,24 @@ class StoredModel:
         }
 
 
+@dataclass(frozen=True)
+class _Description:
+    """What a model's manifest and config say; fixed for an ID (both are content-addressed)."""
+
+    created: int
+    config: dict[str, Any]
+    size: int
+
+
 class ModelStore:
     """The local model store, byte-compatible with DMR's (`~/.docker/models`)."""
 
     def __init__(self, root: Path) -> None:
         self.layout = StoreLayout(root)
         self._lock = StoreLock(self.layout.lock_file)
+        self._index_seen: tuple[tuple[int, ...], Index] | None = None
+        """The last models.json parsed for `get`, with the stat it had."""
+        self._descriptions: dict[str, _Description] = {}
         try:
             with self._lock.hold(exclusive=True):
                 self.layout.initialise()
@@ -103,19 +115,44 @@ class ModelStore:
         with self._lock.hold(exclusive=False):
             yield self._read_index()
 
+    def _current_index(self) -> Index:
+        """models.json as it is now, parsed once per version of the file, read without the lock.
+
+        No lock is needed: models.json is only ever replaced whole by a rename (ours and DMR's),
+        so a read sees one version or the next. Not for writers, which must hold the lock.
+        """
+        try:
+            stat = os.stat(self.layout.index_file)
+        except FileNotFoundError:
+            return Index()
+        version = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        seen = self._index_seen
+        if seen is not None and seen[0] == version:
+            return seen[1]
+        index = self._read_index()
+        self._index_seen = (version, index)
+        return index
+
     def _model(self, entry: IndexEntry) -> StoredModel:
         """Describe an entry; a missing or damaged manifest or config gives an empty config."""
-        config: dict[str, Any] = {}
-        created = 0
-        size = 0
+        description = self._descriptions.get(entry.id)
+        if description is None:
+            description = self._describe(entry.id)
+            if description is None:
+                return StoredModel(entry.id, tuple(entry.tags), 0, {}, 0)
+            self._descriptions[entry.id] = description
+        tags, config = tuple(entry.tags), dict(description.config)
+        return StoredModel(entry.id, tags, description.created, config, description.size)
+
+    def _describe(self, model_id: str) -> _Description | None:
+        """Read a model's manifest and config (kept: an ID's manifest and config never change)."""
         with contextlib.suppress(OSError, ValueError, InvalidInput, KeyError, TypeError):
-            manifest = json.loads(self.layout.manifest_path(entry.id).read_bytes())
+            manifest = json.loads(self.layout.manifest_path(model_id).read_bytes())
             size = sum(int(layer["size"]) for layer in manifest.get("layers") or [])
             config_blob = self.layout.blob_path(manifest["config"]["digest"]).read_bytes()
             document = json.loads(config_blob)
-            config = docker_view(document)
-            created = created_seconds(document)
-        return StoredModel(entry.id, tuple(entry.tags), created, config, size)
+            return _Description(created_seconds(document), docker_view(document), size)
+        return None
 
     def list(self) -> list[StoredModel]:
         """Every stored model, in models.json order."""
@@ -127,9 +164,10 @@ class ModelStore:
 
         Raises:
             ModelNotFound, InvalidReference, InvalidInput (ambiguous ID prefix).
+
+        Cheap enough for every API request: models.json is parsed once per version of the file.
         """
-        with self._reading() as index:
-            return self._model(index.resolve(reference))
+        return self._model(self._current_index().resolve(reference))
 
     def find(self, reference: str) -> StoredModel:
         """Like get, then DMR's fallback: the one model whose repository ends in the name.

@@ -183,6 +183,19 @@ def test_a_crashed_model_is_started_again_in_its_own_place() -> None:
     assert decision == Start("a", evict=())
 
 
+def test_a_running_model_is_decided_without_a_memory_reading() -> None:
+    """decide_running answers for a loading, loaded or stopping runner (the hot path of every
+    request reads no memory); only a model that must start needs `decide` and Resources."""
+    scheduler = Scheduler()
+    assert scheduler.decide_running(ask("a", 1), [runner("a")]) == Serve("a")
+    loading = [runner("a", state=RunnerState.STARTING)]
+    assert scheduler.decide_running(ask("a", 1), loading) == Join("a")
+    stopping = [runner("a", state=RunnerState.STOPPING)]
+    assert isinstance(scheduler.decide_running(ask("a", 1), stopping), Wait)
+    for absent in ([], [runner("b")], [runner("a", state=RunnerState.CRASHED)]):
+        assert scheduler.decide_running(ask("a", 1), absent) is None
+
+
 def test_the_preview_describes_the_decision() -> None:
     running = [runner("old", ram=2, last_used=10), runner("older", ram=2, last_used=5)]
     request = ask("new", 5)

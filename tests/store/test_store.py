@@ -197,3 +197,27 @@ def test_store_with_other_layout_version_is_refused(tmp_path: Path) -> None:
     (tmp_path / "layout.json").write_text('{"version": "9.9.9"}')
     with pytest.raises(StoreCorrupt, match="layout version"):
         ModelStore(tmp_path)
+
+
+def test_get_sees_what_another_writer_did_at_once(
+    store: ModelStore, tiny_gguf: Path, other_gguf: Path
+) -> None:
+    """get() keeps its parse of models.json only while the file is unchanged (DMR may write)."""
+    model = store.package_gguf(tiny_gguf, "tiny")
+    assert store.get("tiny").id == model.id
+    other = ModelStore(store.root)  # another process, e.g. `docker model`
+    other.tag("tiny", "renamed:v1")
+    assert store.get("renamed:v1").id == model.id
+    second = other.package_gguf(other_gguf, "tiny")  # the tag moves
+    assert store.get("tiny").id == second.id
+    other.remove("renamed:v1")
+    with pytest.raises(ModelNotFound):
+        store.get("renamed:v1")
+
+
+def test_a_caller_changing_a_model_config_changes_no_later_answer(
+    store: ModelStore, tiny_gguf: Path
+) -> None:
+    store.package_gguf(tiny_gguf, "tiny")
+    store.get("tiny").config["architecture"] = "changed"
+    assert store.get("tiny").config["architecture"] == "llama"
