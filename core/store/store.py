@@ -155,9 +155,8 @@ class ModelStore:
         return None
 
     def list(self) -> list[StoredModel]:
-        """Every stored model, in models.json order."""
-        with self._reading() as index:
-            return [self._model(entry) for entry in index.entries]
+        """Every stored model, in models.json order (read without the lock, as `get`)."""
+        return [self._model(entry) for entry in self._current_index().entries]
 
     def get(self, reference: str) -> StoredModel:
         """Find a model by tag (any spelling), name@digest, full ID, 64 hex, or unique ID prefix.
