@@ -141,6 +141,22 @@ class RunnerEvicted:
 
 
 @dataclass(frozen=True, slots=True)
+class PreloadFailed:
+    """A runner loaded in the background (after `_configure`, as DMR) could not be loaded.
+
+    Nobody waits for a preload, so this (and the log) is where its failure shows; a llama-server
+    that died while loading is also reported "crashed" by RunnerStateChanged.
+    """
+
+    model_id: str
+    reference: str
+    """The model's name: its first tag, normalised."""
+    message: str
+    """Why, as a request for the model would have been told."""
+    mode: str = "completion"
+
+
+@dataclass(frozen=True, slots=True)
 class SystemSampled:
     """The machine's CPU, RAM and GPUs were read, with each runner's share attributed."""
 
@@ -155,6 +171,7 @@ Event = (
     | EngineReady
     | RunnerStateChanged
     | RunnerEvicted
+    | PreloadFailed
     | ModelsChanged
     | DefaultModelProgressed
     | PullStarted

@@ -32,7 +32,7 @@ from modelrunner.core.events import (
 from modelrunner.core.inference.configure import ConfigEntry, ConfigureRequest, apply_configure
 from modelrunner.core.inference.llama_build import resolve_llama_server
 from modelrunner.core.inference.metrics import EngineMetrics, exposition, model_label
-from modelrunner.core.inference.modes import mode_for_path
+from modelrunner.core.inference.modes import COMPLETION, mode_for_path
 from modelrunner.core.inference.pool import RunnerInfo, RunnerPool
 from modelrunner.core.inference.sandbox import sandbox_tool
 from modelrunner.core.inference.scheduler import EvictionPreview
@@ -181,14 +181,20 @@ class ModelRunner:
     async def configure(self, request: ConfigureRequest) -> None:
         """DMR's _configure: context size, runtime flags, speculative draft, keep_alive, mode.
 
+        Then, as DMR, the model's completion runner (what a chat request uses, whatever mode
+        was configured) loads in the background; the answer does not wait for it, and a
+        failure is logged and published (`PreloadFailed`).
+
         Raises:
             InvalidInput: a flag outside the allowlist, a bad value (400).
             ModelNotFound: the model or its draft is not stored (404).
             Conflict: the model's runner is busy (409).
         """
+        model_id = await self._model_id(request.model)
         await apply_configure(
             request, resolve=self._model_id, pool=self.pool, configs=self.pool.configs
         )
+        self.pool.preload(model_id, COMPLETION)
 
     async def configurations(self, reference: str | None = None) -> list[ConfigEntry]:
         """Stored _configure entries (of one model, or all), skipping models no longer stored."""

@@ -136,7 +136,11 @@ async def engines_unload(request: Request) -> Response:
 
 
 async def configure(request: Request) -> Response:
-    """POST /engines[/{backend}]/_configure: 202, 400 invalid, 404 unknown, 409 runner busy."""
+    """POST /engines[/{backend}]/_configure: 202, 400 invalid, 404 unknown, 409 runner busy.
+
+    After a 202 the model's completion runner loads in the background (DMR's preload); the
+    answer does not wait for it, and does not change if it fails.
+    """
     backend = request.path_params.get("backend")
     _check_backend(backend)
     configure_request = parse_configure_request(await _json_body(request), backend or "llama.cpp")

@@ -4,9 +4,10 @@ A request leases a runner (`async with pool.lease(reference, mode=...) as runner
 llama-server per model and mode, so a model can serve chat and embeddings at once, each runner
 counted on its own (limit, memory, eviction, keep-alive). The pool asks the pure `Scheduler` what
 to do with a snapshot of its runners and of free memory, and does it: serve, join a load, queue
-for a slot (first come, first served), stop least recently used idle runners and start, or
-refuse. Idle runners stop when their keep-alive runs out; a runner whose llama-server dies is
-reported crashed and is reloaded by the next request. What starting one takes is the Launcher's.
+for a slot (first come, first served), stop least recently used idle runners and start, wait in
+the load queue for room (first come, first served too), or refuse. Idle runners stop when their
+keep-alive runs out; a runner whose llama-server dies is reported crashed and is reloaded by the
+next request. What starting one takes is the Launcher's; `preload` loads one in the background.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from modelrunner.core.inference.configure import RunnerConfigs
 from modelrunner.core.inference.launcher import Launcher
 from modelrunner.core.inference.llama_build import LlamaServerBinary
 from modelrunner.core.inference.llama_server import LlamaServer, sweep_stale_runtime_dirs
+from modelrunner.core.inference.load_queue import LoadQueue, Place
 from modelrunner.core.inference.modes import COMPLETION
+from modelrunner.core.inference.preload import PRELOAD_WAIT, Preloads
 from modelrunner.core.inference.process import ProcessState
 from modelrunner.core.inference.runners import (
     Lease,
@@ -42,6 +45,7 @@ from modelrunner.core.inference.runners import (
 )
 from modelrunner.core.inference.scheduler import (
     Busy,
+    Decision,
     EvictionPreview,
     Join,
     Need,
@@ -107,6 +111,13 @@ class RunnerPool:
         """`_configure`d configs runners start with (context size, flags, draft model)."""
         self.launcher = Launcher(settings, store, bus, self.configs, self.gpu)
         self._runners: dict[RunnerKey, RunnerEntry] = {}
+        self._loads = LoadQueue()
+        """Requests waiting for room to load a model, first come first served."""
+        self._preloads = Preloads(
+            lambda reference, mode, wait: self.acquire(reference, mode, wait=wait),
+            bus,
+            wait=min(PRELOAD_WAIT, self.limits.queue_timeout),
+        )
         self._changed = asyncio.Event()
         self._no_gpu = False
         self._idle_task: asyncio.Task[None] | None = None
@@ -155,65 +166,124 @@ class RunnerPool:
         assert entry.server is not None
         return Lease(entry.server, entry, self._release)
 
-    async def acquire(self, reference: str, mode: str = COMPLETION) -> LlamaServer:
+    async def acquire(
+        self, reference: str, mode: str = COMPLETION, *, wait: float | None = None
+    ) -> LlamaServer:
         """A ready runner of `reference` in `mode`, started if needed; concurrent callers share
         a load.
 
         Unlike `lease`, the request is not counted in flight: the runner may be evicted under it.
 
+        Args:
+            wait: Seconds to wait for room to load it (default: the queue timeout).
+
         Raises:
             ModelNotFound: No stored model matches `reference`.
             EngineUnavailable: There is no llama-server and none could be built.
             RunnerFailed: llama-server failed to start.
+            RunnerBusy: No room to load it came free in time.
             InsufficientMemory: The model cannot fit (with the memory check on).
         """
-        entry = await self._admit(reference, mode, counted=False, keep_alive=None)
+        entry = await self._admit(reference, mode, counted=False, keep_alive=None, wait=wait)
         assert entry.server is not None
         return entry.server
 
+    def preload(self, reference: str, mode: str = COMPLETION) -> asyncio.Task[bool]:
+        """Load a runner of `reference` in `mode` in the background (DMR's after `_configure`):
+        as `acquire`, waiting for room at most DMR's minute (or the queue timeout, if shorter);
+        the task ends False, with the failure logged and published (`PreloadFailed`), when it
+        could not be loaded.
+
+        Raises:
+            ModelNotFound: No stored model matches `reference`.
+        """
+        key, name = self._identify(reference, mode)
+        return self._preloads.start(key, name)
+
     async def _admit(
-        self, reference: str, mode: str, *, counted: bool, keep_alive: float | None
+        self,
+        reference: str,
+        mode: str,
+        *,
+        counted: bool,
+        keep_alive: float | None,
+        wait: float | None = None,
     ) -> RunnerEntry:
         if self._closed:
             raise CoreError("the runner pool is closed")
         self._ensure_idle_task()
         key, name = self._identify(reference, mode)
-        deadline = time.monotonic() + self.limits.queue_timeout
-        while True:
-            if self._closed:
-                raise CoreError("the runner pool is closed")
-            prepared: Prepared | None = None
-            decision = self.scheduler.decide_running(Request(key, name, Need()), self._views())
-            if decision is None:  # it must be started: read what it needs and what is free
-                current = self._runners.get(key)
-                if current is None or current.state is RunnerState.CRASHED:
-                    prepared = await self.launcher.prepare(key)
-                resources = await self._resources()
-                request = Request(key, name, prepared.need if prepared else Need())
-                decision = self.scheduler.decide(request, self._views(), resources)
-            entry = self._runners.get(key)
-            if isinstance(decision, Serve) or (isinstance(decision, Queue) and not counted):
-                assert entry is not None
-                entry.take(counted, keep_alive, self._publish)
-                return entry
-            if isinstance(decision, Join):
-                assert entry is not None
-                assert entry.load is not None
-                await self._join(entry.load, name)
-            elif isinstance(decision, Start):
-                if prepared is not None:
-                    self._start(key, name, prepared, decision.evict)
-            elif isinstance(decision, Busy):
-                raise RunnerBusy(f"{name} is busy: {decision.waiting} requests waiting")
-            elif isinstance(decision, Refuse):
-                raise InsufficientMemory(decision.message)
-            elif isinstance(decision, Queue):
-                assert entry is not None
-                if await self._queue(entry, deadline):
-                    entry.take(counted, keep_alive, self._publish, handed=True)
+        waited = self.limits.queue_timeout if wait is None else wait
+        deadline = time.monotonic() + waited
+        place: Place | None = None  # in the load queue
+        try:
+            while True:
+                if self._closed:
+                    raise CoreError("the runner pool is closed")
+                decision, prepared = await self._decide(key, name)
+                if isinstance(decision, Start) and place is None and self._loads:
+                    self._loads.wake_first()  # there may be room for them too
+                    decision = Wait(key, f"{len(self._loads)} requests wait to load before it")
+                if place is not None and not isinstance(decision, Wait):
+                    self._loads.leave(place)  # the next in line decides in turn
+                    place = None
+                entry = self._runners.get(key)
+                if isinstance(decision, Serve) or (
+                    isinstance(decision, Queue | Busy) and not counted
+                ):
+                    assert entry is not None
+                    entry.take(counted, keep_alive, self._publish)
                     return entry
-            elif isinstance(decision, Wait):
-                await self._wait_for_change(deadline, f"cannot load {name}: {decision.reason}")
+                if isinstance(decision, Join):
+                    assert entry is not None
+                    assert entry.load is not None
+                    await self._join(entry.load, name)
+                elif isinstance(decision, Start):
+                    if prepared is not None:
+                        self._start(key, name, prepared, decision.evict)
+                elif isinstance(decision, Busy):
+                    raise RunnerBusy(f"{name} is busy: {decision.waiting} requests waiting")
+                elif isinstance(decision, Refuse):
+                    raise InsufficientMemory(decision.message)
+                elif isinstance(decision, Queue):
+                    assert entry is not None
+                    if await entry.wait_for_slot(deadline, waited, self._release):
+                        entry.take(counted, keep_alive, self._publish, handed=True)
+                        return entry
+                elif isinstance(decision, Wait):
+                    place = place or self._loads.join()
+                    try:
+                        await self._loads.wait_turn(place, deadline)
+                    except TimeoutError:
+                        raise RunnerBusy(
+                            f"cannot load {name}: {decision.reason} "
+                            f"(nothing freed up within {waited:g} s)"
+                        ) from None
+        finally:
+            if place is not None:
+                self._loads.leave(place)
+
+    async def _decide(
+        self, key: RunnerKey, name: str
+    ) -> tuple[Decision[RunnerKey], Prepared | None]:
+        """The scheduler's decision for a request now, and what starting the runner needs
+        (read, with free memory, only when it is not running)."""
+        decision = self.scheduler.decide_running(Request(key, name), self._views())
+        if decision is not None:
+            return decision, None
+        request, resources, prepared = await self._snapshot(key, name)
+        return self.scheduler.decide(request, self._views(), resources), prepared
+
+    async def _snapshot(
+        self, key: RunnerKey, name: str
+    ) -> tuple[Request[RunnerKey], Resources, Prepared | None]:
+        """A request for runner `key` with what it needs, and the memory free now."""
+        current = self._runners.get(key)
+        prepared = None
+        if current is None or current.state is RunnerState.CRASHED:
+            prepared = await self.launcher.prepare(key)
+        resources = await self._resources()
+        return Request(key, name, prepared.need if prepared else Need()), resources, prepared
 
     def _identify(self, reference: str, mode: str) -> tuple[RunnerKey, str]:
         """The runner key of a request and its model's name, however the request spelt it.
@@ -223,39 +293,6 @@ class RunnerPool:
         """
         model = self.store.get(reference)
         return RunnerKey(model.id, mode), model_name(model.tags, model.id)
-
-    async def _queue(self, entry: RunnerEntry, deadline: float) -> bool:
-        """Wait in line for a slot of `entry`: True once one is handed over, False when the
-        runner went away (decide again).
-
-        Raises:
-            RunnerBusy: No slot came free in time.
-        """
-        place = entry.enqueue()
-        try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                return await asyncio.shield(place)
-        except BaseException as error:
-            waiting = entry.waiting
-            if entry.leave(place):  # handed a slot while leaving: the next in line gets it
-                self._release(entry)
-            if isinstance(error, TimeoutError):
-                raise RunnerBusy(
-                    f"{entry.reference} is busy: {waiting} requests waiting "
-                    f"(nothing freed up within {self.limits.queue_timeout:g} s)"
-                ) from None
-            raise
-
-    async def _wait_for_change(self, deadline: float, what: str) -> None:
-        remaining = deadline - time.monotonic()
-        try:
-            if remaining <= 0:
-                raise TimeoutError
-            await asyncio.wait_for(self._changed.wait(), remaining)
-        except TimeoutError:
-            raise RunnerBusy(
-                f"{what} (nothing freed up within {self.limits.queue_timeout:g} s)"
-            ) from None
 
     async def _join(self, load: asyncio.Task[LlamaServer], reference: str) -> None:
         try:
@@ -275,8 +312,9 @@ class RunnerPool:
         self._notify()
 
     def _notify(self) -> None:
-        """Wake everyone waiting for room to load, or for the next idle deadline (slot waiters
+        """Wake the first request waiting for room to load, and the idle check (slot waiters
         are handed slots in order by `_release`)."""
+        self._loads.wake_first()
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -307,13 +345,7 @@ class RunnerPool:
     async def preview(self, reference: str, mode: str = COMPLETION) -> EvictionPreview:
         """What a request for `reference` in `mode` would do now, without doing it (for the API
         and TUI)."""
-        key, name = self._identify(reference, mode)
-        current = self._runners.get(key)
-        prepared = None
-        if current is None or current.state is RunnerState.CRASHED:
-            prepared = await self.launcher.prepare(key)
-        resources = await self._resources()
-        request = Request(key, name, prepared.need if prepared else Need())
+        request, resources, _ = await self._snapshot(*self._identify(reference, mode))
         views = self._views()
         return preview(self.scheduler.decide(request, views, resources), request, views, resources)
 
@@ -389,6 +421,11 @@ class RunnerPool:
         """Every runner the pool holds (loading, loaded or crashed), oldest first."""
         return [entry.info() for entry in self._runners.values()]
 
+    @property
+    def waiting_to_load(self) -> int:
+        """Requests waiting for room to load a model."""
+        return len(self._loads)
+
     async def unload(
         self,
         model_ids: Sequence[str] | None = None,
@@ -448,6 +485,8 @@ class RunnerPool:
     async def close(self) -> None:
         """Stop every llama-server, including ones still loading, and close the HTTP client."""
         self._closed = True
+        self._loads.wake_all()
+        await self._preloads.close()
         if self._idle_task is not None:
             self._idle_task.cancel()
             await asyncio.gather(self._idle_task, return_exceptions=True)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from modelrunner.core.errors import RunnerFailed
+from modelrunner.core.errors import RunnerBusy, RunnerFailed
 from modelrunner.core.inference.configure import RunnerConfig
 from modelrunner.core.inference.llama_server import BundleLike, LlamaServer
 from modelrunner.core.inference.memory import DEFAULT_SLOTS, MemoryEstimate, runner_slots
@@ -153,6 +153,30 @@ class RunnerEntry:
         with contextlib.suppress(ValueError):
             self.queue.remove(place)
         return place.done() and not place.cancelled() and place.result()
+
+    async def wait_for_slot(
+        self, deadline: float, waited: float, pass_on: Callable[[RunnerEntry], None]
+    ) -> bool:
+        """Wait in line for a slot: True once one is handed over, False when the runner went
+        away (decide again). A waiter handed a slot as it leaves `pass_on`s it.
+
+        Raises:
+            RunnerBusy: No slot came free by `deadline` (time.monotonic(); `waited` seconds).
+        """
+        place = self.enqueue()
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                return await asyncio.shield(place)
+        except BaseException as error:
+            waiting = self.waiting
+            if self.leave(place):  # handed a slot while leaving: the next in line gets it
+                pass_on(self)
+            if isinstance(error, TimeoutError):
+                raise RunnerBusy(
+                    f"{self.reference} is busy: {waiting} requests waiting "
+                    f"(nothing freed up within {waited:g} s)"
+                ) from None
+            raise
 
     def hand_over(self) -> bool:
         """Give the slot of a finishing request to the first waiter, if any (`in_use` stays)."""

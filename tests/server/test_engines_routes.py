@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from modelrunner.core.runner import ModelRunner
 from modelrunner.core.settings import Settings
 from modelrunner.server.app import build_app
+from tests.inference.engine_fakes import wait_until
 from tests.server.conftest import BASE_URL
 
 pytestmark = pytest.mark.llama
@@ -151,12 +152,15 @@ async def test_configure_is_honoured_by_the_next_load(
     api: httpx.AsyncClient, engine: ModelRunner
 ) -> None:
     await chat(api, "ai/tiny")
+    [before] = engine.running()
     body = {"model": "ai/tiny", "context-size": 512, "runtime-flags": ["--threads", "1"],
             "keep_alive": "10m"}  # fmt: skip
     response = await api.post("/engines/llama.cpp/_configure", json=body)
     assert response.status_code == 202
     assert response.content == b""
-    assert engine.running() == []  # the idle runner stopped, to restart with the config
+    # The idle runner stopped; the preload starts it again with the config.
+    await wait_until(lambda: [i.state for i in engine.running()] == ["ready"])
+    assert engine.running()[0].pid != before.pid
     [entry] = (await api.get("/engines/_configure", params={"model": "ai/tiny"})).json()
     assert entry["Model"] == "ai/tiny"
     assert entry["Mode"] == "completion"
