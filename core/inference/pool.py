@@ -288,10 +288,12 @@ class RunnerPool:
     def _identify(self, reference: str, mode: str) -> tuple[RunnerKey, str]:
         """The runner key of a request and its model's name, however the request spelt it.
 
-        On the loop, not a thread: `get` takes no lock and reads models.json once per version
+        As `GET /models/{name}` does, a bare name finds the one model of that repository, so
+        "smollm2" reaches ai/smollm2:135M-Q4_1 (DMR's inference routes want the exact tag).
+        On the loop, not a thread: the store reads models.json without a lock, once per version
         (a thread hop was half of the proxy's own share of a request's time to first token).
         """
-        model = self.store.get(reference)
+        model = self.store.find(reference)
         return RunnerKey(model.id, mode), model_name(model.tags, model.id)
 
     async def _join(self, load: asyncio.Task[LlamaServer], reference: str) -> None:

@@ -86,6 +86,9 @@ class FakeStore:
         tags = tuple(r for r, (i, _) in self.models.items() if i == model_id and r != model_id)
         return FakeModel(model_id, tags)
 
+    def find(self, reference: str) -> FakeModel:
+        return self.get(reference)
+
     def bundle(self, reference: str) -> FakeBundle:
         self.bundle_calls += 1
         return self.models[reference][1]

@@ -50,6 +50,13 @@ async def tiny_model(runner: ModelRunner, tiny_gguf: Path) -> StoredModel:
 
 
 @pytest.fixture
+async def other_gguf_model(runner: ModelRunner, tmp_path: Path) -> StoredModel:
+    """A second tiny model (other bytes, another ID), stored as ai/other-tiny:latest."""
+    gguf = write_tiny_gguf(tmp_path / "other.gguf", name="other", seed=1)
+    return await runner.package_model(gguf, "ai/other-tiny:latest")
+
+
+@pytest.fixture
 def app(runner: ModelRunner) -> Starlette:
     """The API app around the runner (the fixture owns the runner's lifetime)."""
     return build_app(runner, manage_runner=False)

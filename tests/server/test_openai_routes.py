@@ -158,6 +158,21 @@ async def test_embeddings_need_no_configure(
     assert (info.reference, info.mode) == (TINY, "embedding")
 
 
+async def test_inference_finds_a_model_by_its_bare_name(
+    client: httpx.AsyncClient, tiny_model: StoredModel, other_gguf_model: StoredModel
+) -> None:
+    """A bare "other" reaches myorg/other:v2 while it is the only "other"; two are named."""
+    await client.post(f"/models/{TINY}/tag", params={"repo": "myorg/other", "tag": "v2"})
+    response = await client.post("/v1/embeddings", json={"model": "other", "input": "abc"})
+    assert response.status_code == 200, response.text
+    await client.post(f"/models/{other_gguf_model.id}/tag", params={"repo": "team/other"})
+    response = await client.post("/v1/embeddings", json={"model": "other", "input": "abc"})
+    assert response.status_code == 404
+    message = str(_error(response)["message"])
+    assert "docker.io/myorg/other:v2" in message
+    assert "docker.io/team/other:latest" in message
+
+
 async def test_the_openai_sdk_embeds(app: Starlette, tiny_model: StoredModel) -> None:
     transport = httpx2.ASGITransport(app=app)  # the openai SDK is built on httpx2
     async with httpx2.AsyncClient(transport=transport) as http:
