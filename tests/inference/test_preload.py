@@ -3,7 +3,6 @@ and a failure shows on the bus and in the log instead of being raised at anyone.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ from modelrunner.core.event_bus import EventBus
 from modelrunner.core.events import Event, PreloadFailed, RunnerStateChanged
 from modelrunner.core.inference.pool import Limits, RunnerPool
 from modelrunner.core.settings import Settings
+from tests.event_log import recorded
 from tests.inference.engine_fakes import FakeBundle, FakeStore, process_gone, wait_until
 
 ONE = "sha256:" + "1" * 64
@@ -30,19 +30,8 @@ def bus() -> EventBus:
 @pytest.fixture
 async def events(bus: EventBus) -> AsyncIterator[list[Event]]:
     """Every event the bus publishes while the test runs."""
-    seen: list[Event] = []
-    stream = bus.subscribe()
-    first = asyncio.ensure_future(anext(stream))
-    await asyncio.sleep(0)  # let the generator register its queue
-
-    async def collect() -> None:
-        seen.append(await first)
-        async for event in stream:
-            seen.append(event)
-
-    task = asyncio.create_task(collect())
-    yield seen
-    task.cancel()
+    async with recorded(bus.subscribe()) as seen:
+        yield seen
 
 
 @pytest.fixture

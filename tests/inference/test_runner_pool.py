@@ -15,6 +15,7 @@ from modelrunner.core.event_bus import EventBus
 from modelrunner.core.events import EngineReady, Event, RunnerStateChanged
 from modelrunner.core.inference.pool import RunnerKey, RunnerPool
 from modelrunner.core.settings import Settings
+from tests.event_log import recorded
 from tests.inference.engine_fakes import FakeBundle, FakeStore, process_gone, wait_until
 
 MODEL_A = "sha256:" + "a" * 64
@@ -47,22 +48,8 @@ async def pool(
 @pytest.fixture
 async def events(bus: EventBus) -> AsyncIterator[list[Event]]:
     """Every event the bus publishes while the test runs."""
-    seen: list[Event] = []
-    subscribed = asyncio.Event()
-
-    async def collect() -> None:
-        stream = bus.subscribe()
-        first = asyncio.ensure_future(anext(stream))
-        await asyncio.sleep(0)  # let the generator register its queue
-        subscribed.set()
-        seen.append(await first)
-        async for event in stream:
-            seen.append(event)
-
-    task = asyncio.create_task(collect())
-    await subscribed.wait()
-    yield seen
-    task.cancel()
+    async with recorded(bus.subscribe()) as seen:
+        yield seen
 
 
 async def test_first_acquire_loads_and_later_ones_reuse(pool: RunnerPool, store: FakeStore) -> None:

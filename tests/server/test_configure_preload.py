@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from modelrunner.core.events import Event, PreloadFailed
+from modelrunner.core.events import PreloadFailed
 from modelrunner.core.runner import ModelRunner
 from modelrunner.core.settings import Settings
 from modelrunner.server.app import build_app
+from tests.event_log import recorded
 from tests.inference.engine_fakes import wait_until, write_executable
 from tests.server.conftest import BASE_URL, TINY
 
@@ -102,25 +102,11 @@ async def test_any_mode_configured_preloads_the_completion_runner(
 
 async def test_a_failed_preload_does_not_fail_configure(make_fake_runner: MakeRunner) -> None:
     runner = await make_fake_runner("--fake-crash")  # dies while loading
-    seen: list[Event] = []
-    stream = runner.subscribe()
-    first = asyncio.ensure_future(anext(stream))
-    await asyncio.sleep(0)  # let the generator register its queue
-
-    async def collect() -> None:
-        seen.append(await first)
-        async for event in stream:
-            seen.append(event)
-
-    collecting = asyncio.create_task(collect())
-    try:
-        async with api(runner) as client:
-            response = await client.post("/engines/_configure", json={"model": "ai/tiny"})
-            assert response.status_code == 202
-            await wait_until(lambda: any(isinstance(e, PreloadFailed) for e in seen))
-            assert await ps(client) == []
-    finally:
-        collecting.cancel()
+    async with recorded(runner.subscribe()) as seen, api(runner) as client:
+        response = await client.post("/engines/_configure", json={"model": "ai/tiny"})
+        assert response.status_code == 202
+        await wait_until(lambda: any(isinstance(e, PreloadFailed) for e in seen))
+        assert await ps(client) == []
     [failed] = [e for e in seen if isinstance(e, PreloadFailed)]
     assert failed.reference == TINY
     assert "fake crash" in failed.message
