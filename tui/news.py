@@ -9,6 +9,7 @@ from modelrunner.core.events import (
     DefaultModelProgressed,
     EngineBuildProgressed,
     EngineReady,
+    PreloadFailed,
     PullFailed,
     PullFinished,
     RunnerEvicted,
@@ -58,6 +59,8 @@ def status_news(news: CoreNews) -> StatusNews | None:
             if status == CANCELLED_STATUS:
                 return StatusNews(f"Pull of {short_name(reference)} cancelled.", linger=NEWS_LINGER)
             return StatusNews(pull_failed_text(reference, message), error=True)
+        case PreloadFailed(reference=reference, message=message):
+            return StatusNews(f"Could not load {short_name(reference)}: {message}", error=True)
         case RunnerEvicted(reference=reference, reason=reason, for_model=for_model, mode=mode):
             why = (
                 "idle past its keep-alive"

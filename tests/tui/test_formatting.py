@@ -9,6 +9,7 @@ from modelrunner.core.events import (
     EngineBuildProgressed,
     EngineReady,
     ModelsChanged,
+    PreloadFailed,
 )
 from modelrunner.tui.formatting import (
     context_length,
@@ -75,3 +76,7 @@ def test_status_news() -> None:
         "store is damaged", error=True
     )
     assert status_news(ModelsChanged()) is None
+    preload = PreloadFailed("sha256:" + "a" * 64, "ai/smollm2:135M-Q4_1", "llama-server exited")
+    assert status_news(preload) == StatusNews(
+        "Could not load smollm2:135M-Q4_1: llama-server exited", error=True
+    )
