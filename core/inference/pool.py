@@ -474,9 +474,9 @@ class RunnerPool:
         """Stop idle runners whose keep-alive ran out; sleep until the next one would."""
         while not self._closed:
             changed = self._changed
-            now = time.time()
-            for key in expired(self._views(), now, self.limits.idle_timeout):
-                entry = self._runners.pop(key)
+            # Afresh after each stop: while one stops, another may be taken or replaced.
+            while keys := expired(self._views(), time.time(), self.limits.idle_timeout):
+                entry = self._runners.pop(keys[0])
                 self._evicted(entry, "idle")
                 await self._stop(entry)
             soonest = next_expiry(self._views(), self.limits.idle_timeout)
