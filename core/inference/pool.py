@@ -221,6 +221,8 @@ class RunnerPool:
                 if self._closed:
                     raise CoreError("the runner pool is closed")
                 decision, prepared = await self._decide(key, name)
+                if self._closed:  # it closed while we decided: start nothing it cannot stop
+                    raise CoreError("the runner pool is closed")
                 if isinstance(decision, Start) and place is None and self._loads:
                     self._loads.wake_first()  # there may be room for them too
                     decision = Wait(key, f"{len(self._loads)} requests wait to load before it")

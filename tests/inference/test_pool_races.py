@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from modelrunner.core.errors import CoreError
 from modelrunner.core.event_bus import EventBus
 from modelrunner.core.inference.pool import Limits, RunnerPool
-from modelrunner.core.inference.runners import RunnerEntry
+from modelrunner.core.inference.runners import Prepared, RunnerEntry, RunnerKey
 from modelrunner.core.settings import Settings
 from tests.inference.engine_fakes import FakeBundle, FakeStore, process_gone, wait_until
 
@@ -61,3 +62,24 @@ async def test_a_runner_taken_while_the_idle_check_stops_another_is_not_stopped(
         assert [(info.model_id, info.state) for info in pool.running()] == [(TWO, "busy")]
         assert runner.pid is not None
         assert not process_gone(runner.pid)
+
+
+async def test_a_request_deciding_while_the_pool_closes_starts_no_runner(
+    pool: RunnerPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate, reading = asyncio.Event(), asyncio.Event()
+    prepare = pool.launcher.prepare
+
+    async def slow_prepare(key: RunnerKey) -> Prepared:
+        reading.set()
+        await gate.wait()
+        return await prepare(key)
+
+    monkeypatch.setattr(pool.launcher, "prepare", slow_prepare)
+    request = asyncio.create_task(pool.acquire("ai/one"))
+    await reading.wait()
+    await pool.close()
+    gate.set()
+    with pytest.raises(CoreError, match="closed"):
+        await request
+    assert pool.running() == []
