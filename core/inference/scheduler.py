@@ -248,7 +248,9 @@ class Scheduler:
             if current.waiting >= self.queue_limit:
                 return Busy(request.key, current.waiting)
             return Queue(request.key, current.waiting)
-        if current is not None and current.state is RunnerState.STOPPING:
+        if current is not None and current.state in (RunnerState.STOPPING, RunnerState.STOPPED):
+            # STOPPED: a failed load stopped it and the pool has yet to drop it; nothing to
+            # start in its place (told to start, the pool would ask again at once, forever).
             return Wait(request.key, f"{current.name} is stopping")
         return None
 

@@ -238,3 +238,13 @@ def test_human_bytes() -> None:
     assert [human_bytes(n) for n in (512, 1_200_000_000, 340_000_000)] == [
         "512 B", "1.2 GB", "340.0 MB",
     ]  # fmt: skip
+
+
+def test_a_runner_just_stopped_but_not_yet_forgotten_is_waited_for() -> None:
+    """A failed load stops its llama-server before the pool drops the entry: a request seeing
+    it then must wait for that (the pool has nothing to start in its place), never be told to
+    start it, which the pool cannot do and would ask again at once, forever."""
+    stopped = [runner("a", state=RunnerState.STOPPED)]
+    scheduler = Scheduler()
+    assert isinstance(scheduler.decide_running(ask("a", 1), stopped), Wait)
+    assert isinstance(scheduler.decide(ask("a", 1), stopped, Resources(10 * GB)), Wait)
