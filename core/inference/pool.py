@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator, Collection, Sequence
 
 from modelrunner.core.errors import (
-    CoreError,
     InsufficientMemory,
     RunnerBusy,
     RunnerFailed,
@@ -68,6 +67,8 @@ from modelrunner.core.references import model_name
 from modelrunner.core.settings import Settings
 from modelrunner.core.system.gpu import GpuSampler
 from modelrunner.core.system.host import HostSampler
+
+_CLOSED = "the model runner is shutting down; try again once it is back"  # a 503
 
 __all__ = ["Lease", "Limits", "RunnerInfo", "RunnerKey", "RunnerPool", "StoreLike"]
 
@@ -210,7 +211,7 @@ class RunnerPool:
         wait: float | None = None,
     ) -> RunnerEntry:
         if self._closed:
-            raise CoreError("the runner pool is closed")
+            raise RunnerGone(_CLOSED)
         self._ensure_idle_task()
         key, name = self._identify(reference, mode)
         waited = self.limits.queue_timeout if wait is None else wait
@@ -219,10 +220,10 @@ class RunnerPool:
         try:
             while True:
                 if self._closed:
-                    raise CoreError("the runner pool is closed")
+                    raise RunnerGone(_CLOSED)
                 decision, prepared = await self._decide(key, name)
                 if self._closed:  # it closed while we decided: start nothing it cannot stop
-                    raise CoreError("the runner pool is closed")
+                    raise RunnerGone(_CLOSED)
                 if isinstance(decision, Start) and place is None and self._loads:
                     self._loads.wake_first()  # there may be room for them too
                     decision = Wait(key, f"{len(self._loads)} requests wait to load before it")

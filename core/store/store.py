@@ -109,6 +109,7 @@ class ModelStore:
 
     def _write_index(self, index: Index) -> None:
         atomic_write(self.layout.index_file, index.dump())
+        self._index_seen = None  # a reused inode with the same size and time must not fool get
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Index]:

@@ -118,7 +118,7 @@ async def test_close_stops_everything_and_refuses_new_work(pool: RunnerPool) -> 
     assert pid is not None
     await pool.close()
     assert process_gone(pid)
-    with pytest.raises(CoreError, match="closed"):
+    with pytest.raises(CoreError, match="shutting down"):
         await pool.acquire("ai/smollm2")
 
 
