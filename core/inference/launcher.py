@@ -15,10 +15,12 @@ from modelrunner.core.errors import CoreError
 from modelrunner.core.event_bus import EventBus
 from modelrunner.core.events import EngineBuildProgressed, EngineReady
 from modelrunner.core.inference.configure import RunnerConfigs
+from modelrunner.core.inference.devices import list_devices, offloads
 from modelrunner.core.inference.llama_build import (
     BuildProgress,
     LlamaServerBinary,
     ensure_llama_server,
+    resolve_llama_server,
 )
 from modelrunner.core.inference.llama_server import LlamaServer, build_argv
 from modelrunner.core.inference.memory import estimate_for_argv
@@ -98,18 +100,35 @@ class Launcher:
         if config is not None and config.speculative is not None:
             draft = await asyncio.to_thread(self.store.bundle, config.speculative.draft_model)
         if self._has_gpu is None:
-            self._has_gpu = bool((await self.gpu.read()).gpus)
+            self._has_gpu = await self._offloads()
+        gpu = self._has_gpu is not False  # unknown yet: a readable GPU takes the layers
         argv = build_argv(
             Path("llama-server"), bundle, Path("/"), self.settings.llama_args,
             mode=key.mode, config=config, draft=draft,
         )  # fmt: skip
         try:
             estimate = await asyncio.to_thread(
-                estimate_for_argv, bundle.gguf, argv, mmproj=bundle.mmproj, gpu=self._has_gpu
+                estimate_for_argv, bundle.gguf, argv, mmproj=bundle.mmproj, gpu=gpu
             )
         except CoreError:
             estimate = None  # not a readable GGUF: llama-server will say more
         return Prepared(bundle, config, draft, estimate)
+
+    async def _offloads(self) -> bool | None:
+        """Whether layers go to GPU memory: a GPU we can read, and a build that can use it.
+
+        A CPU-only build on an NVIDIA machine keeps every layer in RAM, so its estimate must too.
+        None (ask again next time) while there is no binary yet to ask.
+        """
+        if not (await self.gpu.read()).gpus:
+            return False
+        try:
+            binary = self._engine or await asyncio.to_thread(resolve_llama_server, self.settings)
+        except CoreError:
+            binary = None  # a bad LLAMA_SERVER_PATH: starting the runner will say so
+        if binary is None:
+            return None
+        return offloads(await list_devices(binary.path))
 
     async def server(
         self,
