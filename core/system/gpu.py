@@ -1,7 +1,9 @@
-"""GpuSampler: NVIDIA GPUs via NVML (pynvml); "no GPU" is a normal answer with a reason.
+"""GpuSampler: NVIDIA GPUs via NVML (pynvml), else AMD GPUs via amdgpu's sysfs; "no GPU" is a
+normal answer with a reason.
 
-Per GPU: name, memory, utilisation, and the memory of each process on it, attributed to runners by
-pid. Tests pass a fake NVML module; the real one is `pynvml` (nvidia-ml-py), imported lazily.
+Per GPU: name, memory, utilisation, and (NVML only) the memory of each process on it, attributed
+to runners by pid. Tests pass a fake NVML module and a fake sysfs tree; the real NVML is `pynvml`
+(nvidia-ml-py), imported lazily.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import contextlib
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from modelrunner.core.system.amdgpu import DRM, read_amd_gpus
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +63,13 @@ class GpuSample:
 class GpuSampler:
     """Reads NVML; initialises it on first use and keeps it until `close()`."""
 
-    def __init__(self, nvml: Any | None = None) -> None:
+    def __init__(self, nvml: Any | None = None, drm: Path = DRM) -> None:
         """Args:
         nvml: An object with pynvml's functions (tests pass a fake); None imports pynvml.
+        drm: Where the kernel lists graphics cards (AMD GPUs are read there without NVIDIA).
         """
         self._nvml = nvml
+        self._drm = drm
         self._ready = False
         self._reason: str | None = None
         self._lock = threading.Lock()
@@ -90,7 +97,23 @@ class GpuSampler:
 
     def sample(self, owners: Mapping[int, str] | None = None) -> GpuSample:
         """Read every GPU (blocking); `owners` maps pids to runner keys for attribution."""
-        owners = owners or {}
+        nvidia = self._sample_nvidia(owners or {})
+        if nvidia.gpus:
+            return nvidia
+        amd = tuple(
+            GpuInfo(
+                index=index,
+                name=gpu.name,
+                memory_total=gpu.memory_total,
+                memory_used=gpu.memory_used,
+                memory_free=max(0, gpu.memory_total - gpu.memory_used),
+                utilization_percent=gpu.busy_percent,
+            )
+            for index, gpu in enumerate(read_amd_gpus(self._drm))
+        )
+        return GpuSample(gpus=amd) if amd else nvidia
+
+    def _sample_nvidia(self, owners: Mapping[int, str]) -> GpuSample:
         with self._lock:
             nvml = self._init()
             if nvml is None:
