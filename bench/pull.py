@@ -169,10 +169,9 @@ async def _compare(work: Path, host: str, digest: str, rounds: int, registry_pid
         assert await process.wait() == 0
 
     async def ours() -> None:
-        root = out
         settings = Settings(
-            models_path=root / "models", config_dir=root / "config",
-            cache_dir=root / "cache", state_dir=root / "state", seed_default_model=False,
+            models_path=out / "models", config_dir=out / "config",
+            cache_dir=out / "cache", state_dir=out / "state", seed_default_model=False,
         )  # fmt: skip
         store = ModelStore(settings.models_path)
         puller = Puller(settings, store, EventBus(), lambda: RegistryClient(settings))

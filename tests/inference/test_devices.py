@@ -14,9 +14,9 @@ from modelrunner.core.inference.launcher import Launcher
 from modelrunner.core.inference.runners import RunnerKey
 from modelrunner.core.settings import Settings
 from modelrunner.core.system.gpu import GpuSampler
+from tests.fakes.fake_nvml import FakeGpu, FakeNVML, GiB
 from tests.gguf_factory import write_tiny_gguf
 from tests.inference.engine_fakes import FakeBundle, FakeStore, write_executable
-from tests.system.test_gpu_sampler import FakeGpu, FakeNVML, GiB
 
 CUDA = """Available devices:
   CUDA0: NVIDIA GeForce RTX 4090 (24564 MiB, 23000 MiB free)
