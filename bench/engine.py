@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 from bench.proxy import MODEL, _call, _free_port, _llama_socket
 from modelrunner.core import wheel_models
@@ -66,12 +67,17 @@ async def _ours_cold_to_first_token(session: aiohttp.ClientSession, base: str) -
     return time.perf_counter() - started if first else float("nan")
 
 
-async def _rate(session: aiohttp.ClientSession, url: str, clients: int) -> float:
-    """Streamed tokens per second across `clients` concurrent requests."""
+async def _rate(
+    session: aiohttp.ClientSession, url: str, clients: int, server: psutil.Process
+) -> tuple[float, float]:
+    """Streamed tokens per second across `clients` concurrent requests, and the CPU seconds our
+    server process (not its llama-server) spent per token meanwhile."""
+    cpu_before = sum(server.cpu_times()[:2])
     started = time.perf_counter()
     results = await asyncio.gather(*(_call(session, url, TOKENS) for _ in range(clients)))
     elapsed = time.perf_counter() - started
-    return sum(chunks for _, _, chunks in results) / elapsed
+    tokens = sum(chunks for _, _, chunks in results)
+    return tokens / elapsed, (sum(server.cpu_times()[:2]) - cpu_before) / max(tokens, 1)
 
 
 async def main(rounds: int) -> None:
@@ -124,21 +130,45 @@ async def _compare(
         sock = _llama_socket(server_pid)
         connector = aiohttp.UnixConnector(path=sock, limit=0)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as direct:
+            server = psutil.Process(server_pid)
             for clients in CONCURRENCY:
                 rate: dict[str, list[float]] = {"direct": [], "proxy": []}
+                cpu_per_token: list[float] = []
                 for _ in range(rounds):
-                    rate["direct"].append(
-                        await _rate(direct, "http://localhost/v1/chat/completions", clients)
+                    direct_rate, _ = await _rate(
+                        direct, "http://localhost/v1/chat/completions", clients, server
                     )
-                    rate["proxy"].append(
-                        await _rate(session, f"{base}/v1/chat/completions", clients)
+                    proxy_rate, proxy_cpu = await _rate(
+                        session, f"{base}/v1/chat/completions", clients, server
                     )
+                    rate["direct"].append(direct_rate)
+                    rate["proxy"].append(proxy_rate)
+                    cpu_per_token.append(proxy_cpu)
                 _report(f"streamed tokens/s, {clients} client(s), p50", rate, "tok/s", 1,
-                        goal=">= 0.99")  # fmt: skip
+                        goal=">= 0.99",
+                        extra={"modelrunner CPU per token": _micros(cpu_per_token),
+                               "CPU share beside llama-server": _share(cpu_per_token,
+                                                                       rate["proxy"])})  # fmt: skip
+
+
+def _micros(seconds: list[float]) -> str:
+    return f"{statistics.median(seconds) * 1e6:.0f} us"
+
+
+def _share(cpu_per_token: list[float], rates: list[float]) -> str:
+    """Our CPU seconds per wall second: what llama-server's threads lose on a machine whose
+    cores they fill (its threads wait at a barrier for the one our process preempted)."""
+    share = statistics.median(cpu * rate for cpu, rate in zip(cpu_per_token, rates, strict=True))
+    return f"{share:.1%} of one core"
 
 
 def _report(
-    title: str, samples: dict[str, list[float]], unit: str, scale: float, goal: str
+    title: str,
+    samples: dict[str, list[float]],
+    unit: str,
+    scale: float,
+    goal: str,
+    extra: dict[str, str] | None = None,
 ) -> None:
     direct = statistics.median(samples["direct"])
     ours = statistics.median(samples["proxy"])
@@ -151,6 +181,7 @@ def _report(
                 "ratio": round(ours / direct, 3),
                 "goal": goal,
                 "samples": len(samples["proxy"]),
+                **(extra or {}),
             }
         ),
         flush=True,
