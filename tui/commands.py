@@ -28,14 +28,17 @@ class ModelCommands(Provider):
                 screen.action_pull_model,
             )
         ]
-        loaded = screen.runner_list.model_ids
+        # One entry per loaded model, under the name its runner shows: a model with two tags
+        # has one llama-server, so "Unload" under each tag would offer the same action twice.
+        running = {runner.model_id: runner.name for runner in screen.runner_list.runners}
         for row in screen.table.rows_by_reference.values():
-            if row.model.id in loaded:
+            name = running.pop(row.model.id, None)
+            if name is not None:
                 entries.append(
                     (
-                        f"Unload {row.name}",
+                        f"Unload {name}",
                         "Stop its llama-server; it loads again on the next message",
-                        partial(screen.unload_model, row.reference, row.name),
+                        partial(screen.unload_model, row.model.id, name),
                     )
                 )
         for row in screen.table.rows_by_reference.values():

@@ -12,6 +12,7 @@ from modelrunner.core.events import RunnerEvicted, RunnerStateChanged
 from modelrunner.core.runner import ModelRunner
 from modelrunner.core.settings import Settings
 from modelrunner.tui.app import ModelRunnerApp, make_app
+from modelrunner.tui.commands import ModelCommands
 from modelrunner.tui.dialogs import ConfirmDialog
 from modelrunner.tui.widgets.runner_list import RunnerList
 from modelrunner.tui.widgets.status_line import StatusLine
@@ -156,6 +157,24 @@ class TestRemoving:
             await pilot.press("y")
             await wait_until(pilot, lambda: screen.table.row_count == 1)
             assert len(await runner.list_models()) == 1
+
+
+async def test_the_palette_offers_one_unload_per_loaded_model(two_models: Settings) -> None:
+    """A model under two tags has one llama-server: one "Unload" entry, under the runner's name."""
+    runner = RecordingRunner(two_models)
+    await runner.tag_model(DEFAULT_TAG, "ai/second-name:v1")
+    app = make_app(runner, two_models)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await models_shown(pilot, count=3)
+        smol = await model_id(runner, DEFAULT_TAG)
+        runner.bus.publish(RunnerStateChanged(smol, DEFAULT_TAG, "ready"))
+        await wait_until(pilot, lambda: smol in screen.runner_list.model_ids)
+
+        entries = ModelCommands(screen)._entries()
+        unloads = [(title, action) for title, _, action in entries if title.startswith("Unload")]
+        assert [title for title, _ in unloads] == ["Unload smollm2:135M-Q4_1"]
+        unloads[0][1]()
+        await wait_until(pilot, lambda: runner.unloads == [[smol]])
 
 
 async def test_a_real_runner_shows_its_pid_and_unloads(
