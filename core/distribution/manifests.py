@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from modelrunner.core.errors import Conflict, CoreError
+from modelrunner.core.errors import CoreError
 from modelrunner.core.store import media_types
 from modelrunner.core.store.layout import parse_digest
 
@@ -26,8 +26,14 @@ MODEL_ARTIFACT_TYPES = frozenset({media_types.CNCF_MANIFEST_ARTIFACT, *media_typ
 """Index entries whose artifactType says "model" without fetching them."""
 
 
-class DigestMismatch(Conflict):
-    """A registry served content whose sha256 differs from the digest asked for."""
+class DigestMismatch(CoreError):
+    """A registry served content whose sha256 differs from the digest asked for.
+
+    A 502, as any other wrong answer from upstream: the request was fine, the registry (or
+    something between it and us) was not.
+    """
+
+    status = 502
 
 
 class UnsupportedManifest(CoreError):

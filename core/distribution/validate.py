@@ -10,7 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from modelrunner.core.distribution.registry import DOCKER_MANIFEST, DigestMismatch, Manifest
+from modelrunner.core.distribution.registry import (
+    DOCKER_MANIFEST,
+    DigestMismatch,
+    Manifest,
+    RegistryError,
+)
 from modelrunner.core.errors import InvalidInput
 from modelrunner.core.references import ModelReference
 from modelrunner.core.store import media_types
@@ -48,13 +53,24 @@ class UnsupportedModel(InvalidInput):
     status = 422
 
 
+class BrokenManifest(RegistryError):
+    """The registry served a manifest that is not one: not JSON, not an object, bad descriptors.
+
+    A 502: the reference was fine, the answer was not (a proxy's login page, a damaged store).
+    """
+
+
+def _broken(ref: ModelReference, reason: str) -> BrokenManifest:
+    return BrokenManifest(f"{ref.registry} served a broken manifest of {ref.normalized}: {reason}")
+
+
 def check_manifest(manifest: Manifest, ref: ModelReference) -> dict[str, Any]:
     """Parse a served manifest and check its digest and media types; returns the document.
 
     Raises:
         DigestMismatch: The bytes do not hash to the digest served or asked for.
         UnsupportedModel: Not a model manifest, or a config or layer type we do not know.
-        InvalidInput: Malformed descriptors.
+        BrokenManifest: Not a JSON object, or malformed descriptors.
     """
     digest = sha256_digest(manifest.raw)
     if digest != manifest.digest or (ref.digest is not None and digest != ref.digest):
@@ -64,8 +80,10 @@ def check_manifest(manifest: Manifest, ref: ModelReference) -> dict[str, Any]:
     try:
         document = json.loads(manifest.raw)
     except ValueError as error:
-        raise InvalidInput(f"the manifest of {ref.normalized} is not JSON: {error}") from error
-    declared = document.get("mediaType") if isinstance(document, dict) else None
+        raise _broken(ref, f"it is not JSON ({error})") from error
+    if not isinstance(document, dict):
+        raise _broken(ref, "it is not a JSON object")
+    declared = document.get("mediaType")
     if manifest.media_type not in MANIFEST_TYPES and declared not in MANIFEST_TYPES:
         raise UnsupportedModel(
             f"{ref.normalized} is not a model: manifest media type {manifest.media_type!r}"
@@ -77,7 +95,10 @@ def check_manifest(manifest: Manifest, ref: ModelReference) -> dict[str, Any]:
             f"{ref.normalized} is not a model we can pull: config media type {config_type!r} "
             f"is not a Docker model config (v0.1, v0.2) or CNCF ModelPack v1; {_UPGRADE}"
         )
-    document = parse_manifest(manifest.raw)
+    try:
+        document = parse_manifest(manifest.raw)
+    except InvalidInput as error:
+        raise _broken(ref, error.message) from error
     if not document["layers"]:
         raise UnsupportedModel(f"{ref.normalized} has no layers")
     for layer in document["layers"]:

@@ -1,8 +1,8 @@
 """Test helpers for pulls: push artifacts to the test registry, and a fault proxy in front of it.
 
 The proxy is an HTTP/1.1 relay (one request per connection: it asks both sides to close) that
-logs every request with its Range and the body bytes it relayed, and can throttle, stall a blob
-mid-body once, or flip a byte of every blob body.
+logs every request with its Range and the body bytes it relayed, and can throttle, stall or cut
+a blob mid-body once, or flip a byte of every blob body.
 """
 
 from __future__ import annotations
@@ -147,6 +147,8 @@ class FaultProxy:
     """Stop relaying the first blob body to pass this many bytes (once), keeping it open."""
     corrupt: str | None = None
     """Flip the first body byte of every GET of this blob digest."""
+    drop_after: int | None = None
+    """Cut the connection of the first blob body to pass this many bytes (once)."""
     requests: list[ProxiedRequest] = field(default_factory=list)
     host: str = ""
     _server: asyncio.Server | None = None
@@ -224,6 +226,14 @@ class FaultProxy:
             if blob_body and self.corrupt and self.corrupt in record.path and first:
                 chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
             first = False
+            drop_at = self.drop_after
+            if blob_body and drop_at is not None and record.sent + len(chunk) > drop_at:
+                self.drop_after = None
+                client_w.write(chunk[: drop_at - record.sent])
+                record.sent += drop_at - record.sent
+                await client_w.drain()
+                client_w.transport.abort()  # the connection breaks off mid-body
+                return
             stall_at = self.stall_after
             if blob_body and stall_at is not None and record.sent + len(chunk) > stall_at:
                 self.stall_after = None

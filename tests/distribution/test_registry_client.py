@@ -77,7 +77,7 @@ async def test_a_manifest_that_does_not_match_its_digest_is_refused(
     data.write_bytes(raw.replace(b"gguf.v3", b"gguf.v4"))
     with pytest.raises(DigestMismatch, match="digest mismatch") as caught:
         await client.get_manifest(ref(registry, f"reg/tampered@{digest}"))
-    assert caught.value.status == 409
+    assert caught.value.status == 502
 
 
 async def test_unknown_model_is_not_found(

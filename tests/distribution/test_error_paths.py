@@ -1,0 +1,227 @@
+"""Pulls and pushes that fail, as a user meets them through the API: the status, the message, and
+a store with nothing unverified or half-written in it.
+
+Real registries (the session fixtures), a fault proxy in front of them, and for answers no real
+registry gives (a manifest that is not JSON, a config that does not hash to its digest) a small
+aiohttp stand-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+
+from modelrunner.core.distribution.transfer import TransferOptions
+from modelrunner.core.runner import ModelRunner
+from modelrunner.core.settings import Settings
+from modelrunner.core.store import media_types
+from modelrunner.server.app import build_app
+from tests.distribution import hf_fixtures
+from tests.distribution.conftest import RunningRegistry
+from tests.distribution.hf_fixtures import FakeHub
+from tests.distribution.pull_fixtures import FaultProxy, describe, manifest_for, push_model
+from tests.distribution.seeding import seed_model
+from tests.distribution.test_huggingface import write_quant_repo
+from tests.gguf_factory import write_tiny_gguf
+
+fake_hub = hf_fixtures.fake_hub
+
+CONFIG = b'{"config":{"format":"gguf"},"rootfs":{"type":"rootfs","diff_ids":[]}}'
+FAST = TransferOptions(backoff=0.05, backoff_max=0.2, retries=2, stall_timeout=5)
+"""Retries that give up within a second."""
+
+
+@pytest.fixture
+async def runner(tmp_path: Path) -> AsyncIterator[ModelRunner]:
+    root = tmp_path / "runner"
+    settings = Settings(
+        models_path=root / "models", config_dir=root / "config", cache_dir=root / "cache",
+        state_dir=root / "state", seed_default_model=False,
+    )  # fmt: skip
+    made = ModelRunner(settings)
+    made.puller.options = FAST
+    await made.start()
+    yield made
+    await made.stop()
+
+
+async def create(runner: ModelRunner, reference: str) -> httpx.Response:
+    """POST /models/create as DMR's CLI with `Accept: application/json`."""
+    transport = httpx.ASGITransport(app=build_app(runner, manage_runner=False))
+    async with httpx.AsyncClient(transport=transport, base_url="http://modelrunner.test") as http:
+        return await http.post(
+            "/models/create", json={"from": reference}, headers={"Accept": "application/json"}
+        )
+
+
+async def push(runner: ModelRunner, reference: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=build_app(runner, manage_runner=False))
+    async with httpx.AsyncClient(transport=transport, base_url="http://modelrunner.test") as http:
+        return await http.post(f"/models/{reference}/push", headers={"Accept": "application/json"})
+
+
+def last_line(response: httpx.Response) -> dict[str, object]:
+    line: dict[str, object] = json.loads(response.text.splitlines()[-1])
+    return line
+
+
+def assert_nothing_stored(runner: ModelRunner, *, partials: bool = False) -> None:
+    """No index entry, manifest or config; a partial blob only where a resume can use it."""
+    root = runner.settings.models_path
+    assert json.loads((root / "models.json").read_text())["models"] in ([], None)
+    assert not list(root.glob("manifests/*/*"))
+    blobs = list(root.glob("blobs/*/*"))
+    assert [blob for blob in blobs if ".incomplete" not in blob.name] == []
+    if not partials:
+        assert blobs == []
+    assert runner.puller.queue.pending() == []
+
+
+@dataclass
+class FakeRegistry:
+    """Answers GETs and HEADs by path prefix with canned (status, content type, body)."""
+
+    answers: dict[str, tuple[int, str, bytes]] = field(default_factory=dict)
+    host: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        for prefix, (status, content_type, body) in self.answers.items():
+            if request.path.startswith(prefix):
+                headers = {"Content-Type": content_type}
+                if request.method == "HEAD":
+                    headers["Content-Length"] = str(len(body))
+                    return web.Response(status=status, headers=headers)
+                return web.Response(status=status, headers=headers, body=body)
+        return web.Response(status=404, content_type="application/json",
+                            text='{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')  # fmt: skip
+
+
+@pytest.fixture
+async def fake_registry() -> AsyncIterator[FakeRegistry]:
+    fake = FakeRegistry()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", fake.handle)
+    served = web.AppRunner(app)
+    await served.setup()
+    site = web.TCPSite(served, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert isinstance(server, asyncio.Server)
+    fake.host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    yield fake
+    await served.cleanup()
+
+
+# The reference and the registry
+
+
+async def test_a_missing_tag_an_unreachable_and_an_unknown_registry(
+    registry: RunningRegistry, runner: ModelRunner
+) -> None:
+    seed_model(registry, "errors/present", "v1")
+    missing = await create(runner, f"{registry.host}/errors/present:v2")
+    assert missing.status_code == 404
+    assert missing.text.strip() == f"model {registry.host}/errors/present:v2 not found"
+    unknown = await create(runner, "registry.invalid/errors/x:v1")
+    assert unknown.status_code == 502
+    assert unknown.text.startswith("cannot reach registry registry.invalid: ")
+    assert_nothing_stored(runner)
+
+
+# What the registry serves
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"<html>Sign in</html>", "is not JSON"),
+        (b"[1, 2]", "is not a JSON object"),
+        (
+            b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+            b'"config":{"mediaType":"application/vnd.docker.ai.model.config.v0.1+json",'
+            b'"digest":"sha256:x","size":1},"layers":[]}',
+            "invalid digest 'sha256:x'",
+        ),
+    ],
+    ids=["html", "a-list", "bad-descriptor"],
+)
+async def test_a_manifest_that_is_not_one_is_the_registrys_fault(
+    fake_registry: FakeRegistry, runner: ModelRunner, body: bytes, says: str
+) -> None:
+    fake_registry.answers["/v2/errors/x/manifests/"] = (200, media_types.OCI_MANIFEST, body)
+    response = await create(runner, f"{fake_registry.host}/errors/x:v1")
+    assert response.status_code == 502
+    assert f"manifest of {fake_registry.host}/errors/x:v1" in response.text
+    assert says in response.text
+    assert_nothing_stored(runner)
+
+
+async def test_a_config_that_does_not_match_its_digest_is_refused(
+    fake_registry: FakeRegistry, runner: ModelRunner, tmp_path: Path
+) -> None:
+    weights = write_tiny_gguf(tmp_path / "w.gguf")
+    manifest = manifest_for(CONFIG, media_types.CONFIG_V01, [describe(weights, media_types.GGUF)])
+    digest = json.loads(manifest)["config"]["digest"]
+    fake_registry.answers = {
+        "/v2/errors/x/manifests/": (200, media_types.OCI_MANIFEST, manifest),
+        f"/v2/errors/x/blobs/{digest}": (200, "application/octet-stream", CONFIG + b" "),
+    }
+    response = await create(runner, f"{fake_registry.host}/errors/x:v1")
+    assert response.status_code == 502
+    assert digest in response.text
+    assert f"{fake_registry.host}/errors/x:v1" in response.text
+    assert_nothing_stored(runner)
+
+
+# The connection
+
+
+async def test_a_connection_cut_mid_blob_is_resumed(
+    registry: RunningRegistry, runner: ModelRunner, tmp_path: Path
+) -> None:
+    blob = tmp_path / "weights.gguf"
+    blob.write_bytes(os.urandom(3 << 20))
+    layer = describe(blob, media_types.GGUF)
+    manifest = manifest_for(CONFIG, media_types.CONFIG_V01, [layer])
+    await push_model(registry.url, "errors/cut", "v1", manifest, CONFIG, [blob])
+    proxy = FaultProxy(registry.host, drop_after=1 << 20)
+    await proxy.start()
+    try:
+        response = await create(runner, f"{proxy.host}/errors/cut:v1")
+    finally:
+        await proxy.close()
+    assert last_line(response)["message"] == "Model pulled successfully"
+    gets = proxy.blob_gets(str(layer["digest"]))
+    assert [(get.start, get.status) for get in gets] == [(0, 200), (1 << 20, 206)]
+
+
+# Hugging Face
+
+
+async def test_hugging_face_refusals_through_the_api(
+    fake_hub: FakeHub, runner: ModelRunner
+) -> None:
+    write_quant_repo(fake_hub)
+    fake_hub.start()
+    missing = await create(runner, "hf.co/acme/nope")
+    assert missing.status_code == 404
+    assert "hf.co/acme/nope was not found on Hugging Face" in missing.text
+    quant = await create(runner, "hf.co/acme/tiny-gguf:Q2_K")
+    assert quant.status_code == 404
+    assert quant.text.strip() == (
+        "hf.co/acme/tiny-gguf has no GGUF file for quantization 'Q2_K'; "
+        "available: IQ4_XS, Q4_K_M, Q8_0"
+    )
+    fake_hub.start(token="s3cret")
+    gated = await create(runner, "hf.co/acme/tiny-gguf")
+    assert gated.status_code == 401
+    assert "set HF_TOKEN" in gated.text
+    assert_nothing_stored(runner)
