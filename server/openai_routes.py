@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from modelrunner.core.errors import CoreError
-from modelrunner.core.inference.configure import parse_keep_alive
+from modelrunner.core.inference.configure import MAX_KEEP_ALIVE, parse_keep_alive
 from modelrunner.core.references import model_name
 from modelrunner.server.errors import ApiError
 
@@ -138,10 +138,6 @@ def requested_model(body: bytes) -> tuple[str, float | None]:
             raise ApiError(400, f"keep_alive {raw!r} is out of range (seconds, at most ~292 years)")
         return model, float(raw)
     return model, parse_keep_alive(raw)
-
-
-MAX_KEEP_ALIVE = 292 * 365 * 24 * 3600
-"""Go's longest duration, in seconds: DMR and Ollama clients cannot mean more."""
 
 
 def _reject_constant(name: str) -> float:

@@ -32,6 +32,9 @@ from modelrunner.core.inference.runtime_flags import (
 FOREVER = -1.0
 """keep_alive seconds meaning "never unload"."""
 
+MAX_KEEP_ALIVE = 292 * 365 * 24 * 3600
+"""Go's longest duration, in seconds: DMR and Ollama clients cannot mean more."""
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _UNIT_SECONDS = {
     "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
@@ -120,7 +123,7 @@ def parse_keep_alive(raw: object) -> float:
     """A keep_alive string ("5m", "1h30m", "0", "-1", "-1m") as seconds; negative = FOREVER.
 
     Raises:
-        InvalidInput: It is not a string or not a Go duration.
+        InvalidInput: It is not a string, not a Go duration, or longer than Go's longest.
     """
     if not isinstance(raw, str):
         raise InvalidInput(f'keep_alive must be a string such as "5m", "0" or "-1", not {raw!r}')
@@ -140,6 +143,8 @@ def parse_keep_alive(raw: object) -> float:
         position = match.end()
     if not body or position != len(body):
         raise InvalidInput(f'invalid keep_alive {raw!r}: use a duration such as "5m", "0" or "-1"')
+    if total > MAX_KEEP_ALIVE:
+        raise InvalidInput(f"keep_alive {raw!r} is out of range (at most ~292 years)")
     return FOREVER if negative and total > 0 else total
 
 

@@ -1,0 +1,48 @@
+"""Bad input on the API: a 4xx whose message names the problem, never a 500, and nothing changed."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from modelrunner.core.store.store import StoredModel
+from tests.server.conftest import TINY
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+TAR = {"content-type": "application/x-tar"}
+
+
+def error_message(response: httpx.Response) -> str:
+    """The message of an error in either format (OpenAI envelope or plain text)."""
+    if response.headers.get("content-type", "").startswith("application/json"):
+        message: str = response.json()["error"]["message"]
+        return message
+    return response.text
+
+
+async def stored_tags(client: httpx.AsyncClient) -> list[list[str]]:
+    response = await client.get("/models")
+    assert response.status_code == 200, response.text
+    return [model["tags"] for model in response.json()]
+
+
+@pytest.mark.parametrize(
+    "keep_alive",
+    [
+        pytest.param("99999999999h", id="centuries"),
+        pytest.param("9" * 400 + "h", id="overflows-to-inf"),
+        pytest.param("-" + "9" * 400 + "h", id="negative-overflow"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/engines/_configure"])
+async def test_a_keep_alive_longer_than_a_go_duration_is_refused(
+    client: httpx.AsyncClient, tiny_model: StoredModel, path: str, keep_alive: str
+) -> None:
+    """It used to be stored as inf (or centuries), and /engines/ps then answered 500."""
+    body = {"model": TINY, "messages": MESSAGES, "keep_alive": keep_alive}
+    response = await client.post(path, json=body)
+    assert response.status_code == 400, response.text
+    assert "keep_alive" in error_message(response)
+    assert "out of range" in error_message(response)
+    assert (await client.get("/engines/_configure")).json() == []
+    assert (await client.get("/engines/ps")).status_code == 200
