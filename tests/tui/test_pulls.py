@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gguf
 import pytest
-from textual.widgets import Button, Input, Static
+from textual.widgets import Button, Input, ProgressBar, Static
 
 from modelrunner.core.distribution.pull import Puller
 from modelrunner.core.distribution.pull_queue import PullQueue
@@ -225,6 +225,7 @@ class TestPullFlow:
             assert row.view.state == "failed"
             assert row.has_class("-failed")
             assert line_of(row) == "manifest unknown: ai/gemma3:latest"
+            assert row.query_one(ProgressBar).display  # where it stopped
             status = screen.query_one(StatusLine)
             assert status.error
             assert status.text == "Could not pull gemma3: manifest unknown: ai/gemma3:latest"
@@ -297,6 +298,8 @@ class TestQueuedPulls:
             assert line_of(rows(app)[QWEN]) == "model ai/qwen3:latest not found"
             assert rows(app)[QWEN].has_class("-failed")
             assert screen.pull_list.border_subtitle == ""
+            # nothing came before they failed: no empty bar left pulsing as if still at work
+            assert [row.query_one(ProgressBar).display for row in rows(app).values()] == [False] * 2
 
     async def test_pulls_resumed_after_a_restart_show_up_queued(self, two_models: Settings) -> None:
         """No one in this app asked for them: the rows come from the core's events alone."""

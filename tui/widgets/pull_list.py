@@ -103,6 +103,8 @@ class PullRow(Vertical):
         self.query_one(".pull--state", Label).update(state_text(view))
         fraction = view.fraction
         bar = self.query_one(ProgressBar)
+        # Over before any size was known (not found, refused): an empty bar would pulse on.
+        bar.display = fraction is not None or not view.ended
         if fraction is None:
             bar.update(total=None)
         else:
