@@ -113,10 +113,12 @@ async def engines_unload(request: Request) -> Response:
     body = await _json_body(request)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid request: the body must be a JSON object")
-    backend = body.get("backend") or ""
-    models = body.get("models") or []
-    if not isinstance(backend, str) or not isinstance(models, list):
-        raise ApiError(400, 'invalid request: "backend" must be a string, "models" a list')
+    backend = "" if body.get("backend") is None else body["backend"]
+    models = [] if body.get("models") is None else body["models"]
+    if not isinstance(backend, str):
+        raise ApiError(400, f'invalid request: "backend" must be a string, not {backend!r}')
+    if not isinstance(models, list):
+        raise ApiError(400, f'invalid request: "models" must be a list of names, not {models!r}')
     if not all(isinstance(model, str) for model in models):
         raise ApiError(400, 'invalid request: "models" must hold model names')
     _check_backend(backend)

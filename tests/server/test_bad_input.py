@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -46,3 +48,24 @@ async def test_a_keep_alive_longer_than_a_go_duration_is_refused(
     assert "out of range" in error_message(response)
     assert (await client.get("/engines/_configure")).json() == []
     assert (await client.get("/engines/ps")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"models": {}}, "models"),
+        ({"models": ""}, "models"),
+        ({"models": 0}, "models"),
+        ({"models": False}, "models"),
+        ({"backend": 0, "models": [TINY]}, "backend"),
+        ({"backend": False, "models": [TINY]}, "backend"),
+        ({"backend": [], "models": [TINY]}, "backend"),
+    ],
+)
+async def test_unload_refuses_fields_of_the_wrong_type(
+    client: httpx.AsyncClient, body: dict[str, Any], field: str
+) -> None:
+    """A falsy value of the wrong type used to pass as "nothing given" (200, 0 unloaded)."""
+    response = await client.post("/engines/unload", json=body)
+    assert response.status_code == 400, response.text
+    assert f'"{field}" must be' in error_message(response)
