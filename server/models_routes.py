@@ -71,6 +71,10 @@ async def tag_model(request: Request, source: str) -> Response:
     if not repo:
         raise ApiError(400, "missing repo: POST /models/<name>/tag?repo=<repository>&tag=<tag>")
     tag = request.query_params.get("tag", "").strip() or "latest"
+    if "@" in repo or ":" in repo.rpartition("/")[2]:
+        raise ApiError(400, f"invalid repo {repo!r}: give the repository alone, the tag in tag=")
+    if "@" in tag or ":" in tag:
+        raise ApiError(400, f"invalid tag {tag!r}: give the tag alone, e.g. tag=v1")
     target = f"{repo}:{tag}"
     await _runner(request).tag_model(source, target)
     body = {"message": f'Model tagged successfully with "{target}"', "target": target}

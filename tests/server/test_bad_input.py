@@ -69,3 +69,23 @@ async def test_unload_refuses_fields_of_the_wrong_type(
     response = await client.post("/engines/unload", json=body)
     assert response.status_code == 400, response.text
     assert f'"{field}" must be' in error_message(response)
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("repo=ai/copy:v1", "repo"),
+        ("repo=ai/copy@sha256:" + "a" * 64, "repo"),
+        ("repo=localhost:5000/ai/copy:v1", "repo"),
+        ("repo=ai/copy&tag=v1:v2", "tag"),
+        ("repo=ai/copy&tag=v1@sha256:" + "a" * 64, "tag"),
+    ],
+)
+async def test_tag_says_which_parameter_holds_a_tag_or_digest(
+    client: httpx.AsyncClient, tiny_model: StoredModel, query: str, named: str
+) -> None:
+    """It used to blame a name component ("'copy:v1' is not a valid name component")."""
+    response = await client.post(f"/models/{TINY}/tag?{query}")
+    assert response.status_code == 400, response.text
+    assert error_message(response).startswith(f"invalid {named} ")
+    assert await stored_tags(client) == [["docker.io/ai/tiny:latest"]]
