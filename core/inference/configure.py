@@ -35,6 +35,9 @@ FOREVER = -1.0
 MAX_KEEP_ALIVE = 292 * 365 * 24 * 3600
 """Go's longest duration, in seconds: DMR and Ollama clients cannot mean more."""
 
+INT32_MAX = 2**31 - 1
+"""The largest number llama-server reads for a count (it parses them with std::stoi)."""
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _UNIT_SECONDS = {
     "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
@@ -197,8 +200,11 @@ def _speculative(raw: object) -> Speculative | None:
     if not isinstance(draft, str) or not draft.strip():
         raise InvalidInput("speculative.draft_model must name a model")
     num_tokens = spec.get("num_tokens")
-    if num_tokens is not None and _integer("speculative.num_tokens", num_tokens) <= 0:
-        raise InvalidInput("speculative.num_tokens must be positive")
+    if (
+        num_tokens is not None
+        and not 0 < _integer("speculative.num_tokens", num_tokens) <= INT32_MAX
+    ):
+        raise InvalidInput(f"speculative.num_tokens must be between 1 and {INT32_MAX}")
     rate = spec.get("min_acceptance_rate")
     if rate is not None and (
         isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1
@@ -211,7 +217,7 @@ def _speculative(raw: object) -> Speculative | None:
     )
 
 
-MAX_CONTEXT_SIZE = 2**31 - 1
+MAX_CONTEXT_SIZE = INT32_MAX
 """DMR reads context-size into an int32."""
 
 
@@ -256,8 +262,10 @@ def parse_configure_request(payload: object, backend: str = LLAMA_CPP) -> Config
         raw_budget = _object("llamacpp", body["llamacpp"]).get("reasoning-budget")
         if raw_budget is not None:
             budget = _integer("llamacpp.reasoning-budget", raw_budget)
-            if budget < -1:
-                raise InvalidInput("llamacpp.reasoning-budget must be -1 (unlimited), 0 or more")
+            if not -1 <= budget <= INT32_MAX:
+                raise InvalidInput(
+                    f"llamacpp.reasoning-budget must be -1 (unlimited), or 0 to {INT32_MAX}"
+                )
     keep_alive = None if body.get("keep_alive") is None else parse_keep_alive(body["keep_alive"])
     config = RunnerConfig(
         context_size=context_size,

@@ -89,3 +89,22 @@ async def test_tag_says_which_parameter_holds_a_tag_or_digest(
     assert response.status_code == 400, response.text
     assert error_message(response).startswith(f"invalid {named} ")
     assert await stored_tags(client) == [["docker.io/ai/tiny:latest"]]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"speculative": {"draft_model": TINY, "num_tokens": 2**31}}, "speculative.num_tokens"),
+        ({"speculative": {"draft_model": TINY, "num_tokens": 1e30}}, "speculative.num_tokens"),
+        ({"llamacpp": {"reasoning-budget": 2**31}}, "llamacpp.reasoning-budget"),
+        ({"llamacpp": {"reasoning-budget": 1e30}}, "llamacpp.reasoning-budget"),
+    ],
+)
+async def test_configure_refuses_numbers_llama_server_cannot_read(
+    client: httpx.AsyncClient, tiny_model: StoredModel, extra: dict[str, Any], field: str
+) -> None:
+    """They were stored (202), and every later request to the model failed to start it."""
+    response = await client.post("/engines/_configure", json={"model": TINY, **extra})
+    assert response.status_code == 400, response.text
+    assert field in error_message(response)
+    assert (await client.get("/engines/_configure")).json() == []
