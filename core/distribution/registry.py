@@ -56,6 +56,7 @@ __all__ = [
     "BlobStream",
     "DigestMismatch",
     "Manifest",
+    "RangeNotSatisfiable",
     "RegistryClient",
     "RegistryError",
     "RegistryUnavailable",
@@ -87,6 +88,12 @@ class BlobStream:
         """Offset of the first byte this stream yields."""
         self.length: int | None = response.content_length
         """Bytes this response carries, when the registry says."""
+        self.total: int | None = self.length if response.status == 200 else None
+        """The whole blob's size as the registry says (Content-Length of a 200, the total of a
+        206's Content-Range), or None."""
+        match = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", ""))
+        if response.status == 206 and match is not None and match.group(3) != "*":
+            self.total = int(match.group(3))
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -113,6 +120,10 @@ class BlobStream:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class RangeNotSatisfiable(RegistryError):
+    """416: the blob has no byte where the range asked for starts (it is shorter than that)."""
 
 
 class RegistryClient:
@@ -329,7 +340,8 @@ class RegistryClient:
 
         Raises:
             ModelNotFound: The blob is not in the repository.
-            RegistryError: 416, or a 206 for another range than asked.
+            RangeNotSatisfiable: 416: the blob is shorter than `start`.
+            RegistryError: A 206 for another range than asked.
         """
         headers: dict[str, str] = {}
         if start > 0 or end is not None:
@@ -338,6 +350,11 @@ class RegistryClient:
         if response.status == 404:
             response.release()
             raise ModelNotFound(f"blob {digest} not found in {ref.registry}/{ref.repository}")
+        if response.status == 416:
+            response.release()
+            raise RangeNotSatisfiable(
+                f"{ref.registry} has no byte {start} in blob {digest}: the blob is shorter"
+            )
         if response.status == 206:
             match = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", ""))
             if match is None or int(match.group(1)) != start:

@@ -30,6 +30,7 @@ import aiohttp
 from modelrunner.core.distribution.ranges import SIDECAR_SUFFIX, RangePlan
 from modelrunner.core.distribution.registry import (
     DigestMismatch,
+    RangeNotSatisfiable,
     RegistryError,
     RegistryUnavailable,
 )
@@ -51,6 +52,8 @@ class BlobStream(Protocol):
     start: int
     """Offset of the first byte (checked against Content-Range by the client)."""
     length: int | None
+    total: int | None
+    """The whole blob's size as the registry says, when it does."""
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
@@ -65,6 +68,10 @@ class BlobSource(Protocol):
     async def open_blob(
         self, ref: ModelReference, digest: str, *, start: int = 0, end: int | None = None
     ) -> BlobStream: ...
+
+
+class BlobSizeMismatch(DigestMismatch):
+    """The registry's blob is not the size its manifest declares: no retry can fix it."""
 
 
 class TransferInterrupted(CoreError):
@@ -198,9 +205,9 @@ class BlobTransfer:
             try:
                 await self._attempt()
                 return
-            except DigestMismatch:
+            except DigestMismatch as error:
                 self._discard()
-                if not (resumed and fresh_retry_left):
+                if isinstance(error, BlobSizeMismatch) or not (resumed and fresh_retry_left):
                     raise
                 fresh_retry_left = False  # the old partial may have been damaged: once afresh
             except Exception as error:
@@ -244,7 +251,9 @@ class BlobTransfer:
         remaining = self.size - on_disk
         parallel = self._ranges and self.options.connections > 1
         if parallel and remaining >= self.options.parallel_threshold:
-            _, accepts_ranges = await self.source.blob_size(self.ref, self.digest)
+            size, accepts_ranges = await self.source.blob_size(self.ref, self.digest)
+            if size != self.size:
+                raise self._size_mismatch(size)
             if accepts_ranges:
                 plan = RangePlan.split(self.sidecar, self.size, on_disk, self.options.piece_size)
                 os.ftruncate(descriptor, self.size)
@@ -298,7 +307,13 @@ class BlobTransfer:
         segment = plan.segments[index]
         ranged = segment.done > 0 or segment.end < self.size
         end = segment.end - 1 if segment.end < self.size else None
-        stream = await self.source.open_blob(self.ref, self.digest, start=segment.done, end=end)
+        try:
+            stream = await self.source.open_blob(self.ref, self.digest, start=segment.done, end=end)
+        except RangeNotSatisfiable as error:  # the partial is longer than the registry's blob
+            raise DigestMismatch(f"{error.message}; the partial is discarded") from error
+        if stream.status in (200, 206) and stream.total not in (None, self.size):
+            await stream.aclose()
+            raise self._size_mismatch(stream.total)
         if stream.status == 206 and _content_range_matches(stream, segment.done, segment.end):
             return stream, segment.done
         if stream.status == 200 and not ranged:
@@ -317,6 +332,12 @@ class BlobTransfer:
                 f"the registry answered a byte range of {self.digest} incorrectly"
             )
         raise TransferInterrupted(f"the registry answered {stream.status} for blob {self.digest}")
+
+    def _size_mismatch(self, actual: int | None) -> BlobSizeMismatch:
+        return BlobSizeMismatch(
+            f"blob {self.digest} of {self.ref.normalized} is {actual} bytes at the registry, "
+            f"but its manifest says {self.size}; nothing was stored"
+        )
 
     async def _fetch_segment(
         self, descriptor: int, plan: RangePlan, index: int, hasher: _Hasher

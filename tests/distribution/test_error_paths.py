@@ -181,6 +181,59 @@ async def test_a_config_that_does_not_match_its_digest_is_refused(
     assert_nothing_stored(runner)
 
 
+@pytest.mark.parametrize(("declared", "served"), [(6000, 5000), (4000, 5000)])
+async def test_a_blob_of_another_size_than_declared_fails_at_once_and_leaves_nothing(
+    registry: RunningRegistry, runner: ModelRunner, tmp_path: Path, declared: int, served: int
+) -> None:
+    blob = tmp_path / "weights.gguf"
+    blob.write_bytes(os.urandom(served))
+    layer = {**describe(blob, media_types.GGUF), "size": declared}
+    manifest = manifest_for(CONFIG, media_types.CONFIG_V01, [layer])
+    repository = f"errors/size-{declared}"
+    await push_model(registry.url, repository, "v1", manifest, CONFIG, [blob])
+    proxy = FaultProxy(registry.host)
+    await proxy.start()
+    try:
+        response = await create(runner, f"{proxy.host}/{repository}:v1")
+    finally:
+        await proxy.close()
+    message = str(last_line(response)["message"])
+    assert last_line(response)["type"] == "error"
+    assert message == (
+        f"Error: blob {layer['digest']} of {proxy.host}/{repository}:v1 is {served} bytes "
+        f"at the registry, but its manifest says {declared}; nothing was stored"
+    )
+    assert len(proxy.blob_gets(str(layer["digest"]))) == 1  # no retry of a wrong blob
+    assert_nothing_stored(runner)
+
+
+async def test_a_partial_longer_than_the_registrys_blob_is_dropped_not_resumed(
+    registry: RunningRegistry, runner: ModelRunner, tmp_path: Path
+) -> None:
+    """A partial left by an older pull reaches past the blob's end: the 416 is not the user's
+    problem; the partial goes and the blob's real size is reported."""
+    blob = tmp_path / "weights.gguf"
+    blob.write_bytes(os.urandom(5000))
+    layer = {**describe(blob, media_types.GGUF), "size": 6000}
+    manifest = manifest_for(CONFIG, media_types.CONFIG_V01, [layer])
+    await push_model(registry.url, "errors/long-partial", "v1", manifest, CONFIG, [blob])
+    blobs = runner.settings.models_path / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    (blobs / f"{str(layer['digest'])[7:]}.incomplete").write_bytes(os.urandom(5500))
+    proxy = FaultProxy(registry.host)
+    await proxy.start()
+    try:
+        response = await create(runner, f"{proxy.host}/errors/long-partial:v1")
+    finally:
+        await proxy.close()
+    assert str(last_line(response)["message"]).endswith(
+        "is 5000 bytes at the registry, but its manifest says 6000; nothing was stored"
+    )
+    gets = proxy.blob_gets(str(layer["digest"]))
+    assert [(get.start, get.status) for get in gets] == [(5500, 416), (0, 200)]
+    assert_nothing_stored(runner)
+
+
 # The connection
 
 
