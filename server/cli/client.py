@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
@@ -33,10 +35,11 @@ class CliError(Exception):
 class NotRunning(CliError):
     """Nothing answers at the configured host."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, reason: str = "connection refused") -> None:
         super().__init__(
-            f"modelrunner is not running at {host}. Start it with `modelrunner-tui --headless` "
-            "(or open `modelrunner-tui`), or point MODEL_RUNNER_HOST at a running server."
+            f"cannot connect to modelrunner at {host} ({reason}{_default_port_note(host)}). "
+            "Start it with `modelrunner-tui --headless` (or open `modelrunner-tui`), "
+            "or set MODEL_RUNNER_HOST to where it runs."
         )
         self.host = host
 
@@ -49,20 +52,73 @@ class ServerError(CliError):
         self.status = status
 
 
+class NotModelRunner(CliError):
+    """Something answers at the host, but not as a modelrunner server would."""
+
+    def __init__(self, host: str, request: str, what: str) -> None:
+        super().__init__(
+            f"{host} does not answer like a modelrunner server ({request} answered {what}); "
+            "check MODEL_RUNNER_HOST (or --host)"
+        )
+
+
+def _default_port_note(host: str) -> str:
+    """For http://host without a port: which port was tried instead of DMR's 12434."""
+    if host.startswith("unix://"):
+        return ""
+    url = httpx.URL(host)
+    if url.port is not None:
+        return ""
+    port = 443 if url.scheme == "https" else 80
+    return f"; no port given, so port {port} was tried, and the server listens on 12434 by default"
+
+
+_USE = f"use http://HOST:PORT, e.g. {DEFAULT_HOST}, or unix:///path/to.sock"
+
+
 def resolve_host(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> str:
-    """The API endpoint: --host, MODEL_RUNNER_HOST, the settings file, or DMR's default."""
+    """The API endpoint: --host, MODEL_RUNNER_HOST, the settings file, or DMR's default.
+
+    Raises:
+        CliError: The chosen value is not an http(s):// or unix:// URL of a server's root.
+    """
     env = os.environ if environ is None else environ
-    host = (explicit or env.get("MODEL_RUNNER_HOST", "")).strip()
-    if not host:
+    raw = (explicit or env.get("MODEL_RUNNER_HOST", "")).strip()
+    label = f"--host {raw}" if explicit else f"MODEL_RUNNER_HOST={raw}"
+    if not raw:
+        label = "runner_host in the config file"
         try:
             from modelrunner.core.settings import Settings
 
-            host = Settings.load(env).runner_host
+            raw = Settings.load(env).runner_host
         except Exception:  # a broken config file must not stop the client from trying the default
-            host = DEFAULT_HOST
-    if "://" not in host:
-        host = f"http://{host}"
+            raw = DEFAULT_HOST
+    host = raw if "://" in raw else f"http://{raw}"
+    problem = host_problem(host)
+    if problem:
+        raise CliError(f"{label} is not a server URL: {problem}")
     return host.rstrip("/")
+
+
+def host_problem(host: str) -> str | None:
+    """Why `host` cannot be the CLI's endpoint, and what to write instead; None when it can."""
+    scheme, _, rest = host.partition("://")
+    if scheme.lower() == "unix":
+        return None if rest else "it has no socket path (e.g. unix:///run/modelrunner.sock)"
+    if scheme.lower() not in ("http", "https"):
+        return f"the scheme '{scheme}' is not supported ({_USE})"
+    try:
+        url = httpx.URL(host)
+    except httpx.InvalidURL as error:
+        return f"it is not a valid URL: {error} ({_USE})"
+    if not url.host:
+        return f"it has no host name ({_USE})"
+    if url.port is not None and not 0 < url.port < 65536:
+        return f"port {url.port} is out of range 1-65535 ({_USE})"
+    if url.path not in ("", "/") or url.query or url.fragment:
+        root = f"{url.scheme}://{url.netloc.decode('ascii')}"
+        return f"use the server's root URL without a path, {root} (the CLI adds /models, ...)"
+    return None
 
 
 def model_path(name: str) -> str:
@@ -138,56 +194,94 @@ class ApiClient:
         """Send a request; error statuses raise ServerError, a dead server raises NotRunning."""
         try:
             response = self._http.request(method, path, **kwargs)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
-            raise NotRunning(self.host) from error
         except httpx.TransportError as error:
-            raise CliError(f"lost the connection to {self.host}: {error}") from error
+            raise self.transport_error(error) from error
         if response.status_code >= 400:
             raise ServerError(response.status_code, error_message(response))
         return response
 
+    def transport_error(self, error: httpx.TransportError) -> CliError:
+        """What went wrong on the way to the server, in words naming the host."""
+        causes = _causes(error)
+        if not isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+            return CliError(f"lost the connection to {self.host}: {error}")
+        if any(isinstance(cause, socket.gaierror) for cause in causes):
+            name = httpx.URL(self.host).host
+            return CliError(
+                f"cannot resolve the host name {name!r} of {self.host}; "
+                "check MODEL_RUNNER_HOST (or --host)"
+            )
+        if tls := next((cause for cause in causes if isinstance(cause, ssl.SSLError)), None):
+            plain = "http://" + self.host.partition("://")[2]
+            return CliError(
+                f"TLS handshake with {self.host} failed ({tls.reason or tls}); "
+                f"`modelrunner-tui --headless` serves plain HTTP: try {plain}"
+            )
+        if isinstance(error, httpx.ConnectTimeout):
+            return NotRunning(self.host, "no answer within 5 seconds")
+        os_error = next((c for c in reversed(causes) if isinstance(c, OSError)), None)
+        reason = os_error.strerror if os_error is not None and os_error.strerror else None
+        return NotRunning(self.host, reason.lower() if reason else "connection refused")
+
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.request(method, path, **kwargs).json()
+        response = self.request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as error:
+            raise NotModelRunner(self.host, f"{method} {path}", "something not JSON") from error
+
+    def json_object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A JSON object answer; anything else means another kind of server."""
+        answer = self.json(method, path, **kwargs)
+        if not isinstance(answer, dict):
+            raise NotModelRunner(self.host, f"{method} {path}", _kind(answer))
+        return answer
+
+    def json_list(self, method: str, path: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """A JSON list of objects; anything else means another kind of server."""
+        answer = self.json(method, path, **kwargs)
+        if not isinstance(answer, list) or not all(isinstance(item, dict) for item in answer):
+            raise NotModelRunner(self.host, f"{method} {path}", _kind(answer))
+        return answer
 
     def list_models(self) -> list[dict[str, Any]]:
-        models: list[dict[str, Any]] = self.json("GET", "/models")
-        return models
+        try:
+            return self.json_list("GET", "/models")
+        except ServerError as error:
+            if error.status in (404, 405):  # every modelrunner serves GET /models
+                raise NotModelRunner(
+                    self.host, "GET /models", f"{error.status}: {error.message}"
+                ) from error
+            raise
 
     def get_model(self, name: str) -> dict[str, Any]:
-        model: dict[str, Any] = self.json("GET", f"/models/{model_path(name)}")
-        return model
+        return self.json_object("GET", f"/models/{model_path(name)}")
 
     def openai_models(self) -> dict[str, Any]:
-        listing: dict[str, Any] = self.json("GET", "/engines/v1/models")
-        return listing
+        return self.json_object("GET", "/engines/v1/models")
 
     def openai_model(self, name: str) -> dict[str, Any]:
-        model: dict[str, Any] = self.json("GET", f"/engines/v1/models/{model_path(name)}")
-        return model
+        return self.json_object("GET", f"/engines/v1/models/{model_path(name)}")
 
     def tag(self, source: str, repo: str, tag: str) -> dict[str, Any]:
         params = {"repo": repo, "tag": tag}
-        answer: dict[str, Any] = self.json(
-            "POST", f"/models/{model_path(source)}/tag", params=params
-        )
-        return answer
+        return self.json_object("POST", f"/models/{model_path(source)}/tag", params=params)
 
-    def remove(self, name: str, *, force: bool) -> list[dict[str, str]]:
+    def remove(self, name: str, *, force: bool) -> list[dict[str, Any]]:
         params = {"force": "true" if force else "false"}
-        actions: list[dict[str, str]] = self.json(
-            "DELETE", f"/models/{model_path(name)}", params=params
-        )
-        return actions
+        return self.json_list("DELETE", f"/models/{model_path(name)}", params=params)
 
     def load(self, archive: Iterable[bytes]) -> str:
         """POST /models/load with a DMR export tarball streamed from `archive`; returns the ID."""
-        answer = self.json(
+        answer = self.json_object(
             "POST",
             "/models/load",
             content=archive,
             headers={"Content-Type": "application/x-tar"},
             timeout=_STREAM_TIMEOUT,
         )
+        if not isinstance(answer.get("id"), str):
+            raise NotModelRunner(self.host, "POST /models/load", "no model ID")
         return str(answer["id"])
 
     def stream_progress(
@@ -206,13 +300,11 @@ class ApiClient:
                     if line.strip():
                         message: dict[str, Any] = json.loads(line)
                         yield message
-        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
-            raise NotRunning(self.host) from error
         except httpx.TransportError as error:
-            raise CliError(f"lost the connection to {self.host}: {error}") from error
+            raise self.transport_error(error) from error
 
     def version(self) -> str:
-        return str(self.json("GET", "/version").get("version", "unknown"))
+        return str(self.json_object("GET", "/version").get("version", "unknown"))
 
     @contextmanager
     def stream_chat(self, payload: Mapping[str, Any]) -> Iterator[Iterator[str]]:
@@ -226,10 +318,29 @@ class ApiClient:
                     response.read()
                     raise ServerError(response.status_code, error_message(response))
                 yield _content_deltas(response)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
-            raise NotRunning(self.host) from error
         except httpx.TransportError as error:
-            raise CliError(f"lost the connection to {self.host}: {error}") from error
+            raise self.transport_error(error) from error
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """`error` and what caused it, outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _kind(value: object) -> str:
+    """A JSON value's kind, for saying what came instead of the expected answer."""
+    if isinstance(value, dict):
+        return "a JSON object"
+    if isinstance(value, list):
+        return "a JSON list" + (
+            "" if all(isinstance(v, dict) for v in value) else " of non-objects"
+        )
+    return f"JSON {type(value).__name__}"
 
 
 def _content_deltas(response: httpx.Response) -> Iterator[str]:

@@ -97,7 +97,7 @@ def _name(model: Mapping[str, Any]) -> str:
 
 
 def cmd_df(client: ApiClient, args: argparse.Namespace) -> int:
-    usage = client.json("GET", "/engines/df")
+    usage = client.json_object("GET", "/engines/df")
     print(output.pretty_json(usage) if args.json else df_text(usage))
     return 0
 
@@ -121,7 +121,7 @@ def cmd_prune(client: ApiClient, args: argparse.Namespace) -> int:
         "dry_run": "true" if args.dry_run else "false",
         "all_partials": "true" if args.all_partials else "false",
     }
-    report = client.json("POST", "/models/prune", params=params)
+    report = client.json_object("POST", "/models/prune", params=params)
     print(output.pretty_json(report) if args.json else prune_text(report))
     return 1 if report.get("errors") else 0
 
@@ -153,13 +153,13 @@ def _count(number: object, noun: str) -> str:
 
 
 def cmd_fsck(client: ApiClient, args: argparse.Namespace) -> int:
-    report = client.json("POST", "/models/fsck", params={"repair": str(args.repair).lower()})
+    report = client.json_object("POST", "/models/fsck", params={"repair": str(args.repair).lower()})
     print(output.pretty_json(report) if args.json else fsck_text(report))
     return 0 if report.get("ok") or args.repair else 1
 
 
 def cmd_updates(client: ApiClient, args: argparse.Namespace) -> int:
-    statuses: list[Mapping[str, Any]] = client.json("GET", "/models/updates")
+    statuses = client.json_list("GET", "/models/updates")
     if args.json:
         print(output.pretty_json(statuses))
         return 0

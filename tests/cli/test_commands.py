@@ -189,7 +189,8 @@ def test_not_running_is_one_clear_line(
     for argv in (["list"], ["inspect", "x"], ["rm", "x"], ["run", "x", "hi"]):
         code, _, err = run_cli(capsys, *argv)
         assert code == 1
-        assert err.startswith(f"modelrunner: modelrunner is not running at {host}. Start it with")
+        assert err.startswith(f"modelrunner: cannot connect to modelrunner at {host} (connection")
+        assert err.count("\n") == 1
         assert "modelrunner-tui --headless" in err
         assert "Traceback" not in err
 
