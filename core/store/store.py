@@ -149,9 +149,13 @@ class ModelStore:
         """Read a model's manifest and config (kept: an ID's manifest and config never change)."""
         with contextlib.suppress(OSError, ValueError, InvalidInput, KeyError, TypeError):
             manifest = json.loads(self.layout.manifest_path(model_id).read_bytes())
+            if not isinstance(manifest, dict):
+                return None
             size = sum(int(layer["size"]) for layer in manifest.get("layers") or [])
             config_blob = self.layout.blob_path(manifest["config"]["digest"]).read_bytes()
             document = json.loads(config_blob)
+            if not isinstance(document, dict):
+                return None
             return _Description(created_seconds(document), docker_view(document), size)
         return None
 

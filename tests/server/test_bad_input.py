@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from modelrunner.core.runner import ModelRunner
+from modelrunner.core.store.package import build_gguf_artifact
 from modelrunner.core.store.store import StoredModel
 from tests.server.conftest import TINY
 
@@ -108,3 +114,25 @@ async def test_configure_refuses_numbers_llama_server_cannot_read(
     assert response.status_code == 400, response.text
     assert field in error_message(response)
     assert (await client.get("/engines/_configure")).json() == []
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+async def test_a_stored_config_that_is_not_an_object_lists_as_empty(
+    client: httpx.AsyncClient, runner: ModelRunner, tiny_gguf: Path
+) -> None:
+    """A store written by another tool may hold one: the model lists with an empty config."""
+    artifact = build_gguf_artifact(tiny_gguf)
+    config = b"[]"
+    manifest = json.loads(artifact.manifest_bytes)
+    manifest["config"].update(digest=_sha256(config), size=len(config))
+    damaged = dataclasses.replace(
+        artifact, manifest_bytes=json.dumps(manifest).encode(), config_bytes=config
+    )
+    runner.store.write(damaged, ["ai/damaged:latest"])
+    for path in ("/models", "/v1/models", "/models/ai/damaged", "/engines/df"):
+        response = await client.get(path)
+        assert response.status_code == 200, f"{path}: {response.text}"
+    assert (await client.get("/models/ai/damaged")).json()["config"] == {}
