@@ -35,6 +35,27 @@ _RUNTIME_DIR = re.compile(r"^mr-(\d+)-")
 """Runtime dirs are named after the pid of the process that owns the runner."""
 
 
+LOG_LINES_READ = 40
+"""How much of llama-server's output is searched for why it failed."""
+
+_LOG_LINE = re.compile(r"^\d+\.\d+\.\d+\.\d+ ([A-Z]) (?:\w+ +)?(.*)$")
+"""llama.cpp's log format: "0.00.007.800 E llama_model_load: error loading model: …"."""
+
+
+def failure_reason(lines: Sequence[str], most: int = 2) -> str:
+    """Why llama-server failed, from its output: its distinct error lines ("E …") with the
+    timestamps dropped, else its last lines. The whole output stays in the runner's log."""
+    errors: list[str] = []
+    for line in lines[-LOG_LINES_READ:]:
+        match = _LOG_LINE.match(line.strip())
+        if match is not None and match.group(1) == "E" and match.group(2) not in errors:
+            errors.append(match.group(2))
+    if errors:
+        return "; ".join(errors[:most])
+    last = [line.strip() for line in lines if line.strip()][-most:]
+    return " / ".join(last) if last else "it wrote nothing"
+
+
 class BundleLike(Protocol):
     """What LlamaServer needs from a stored model's bundle (core.store.bundle.Bundle has these)."""
 
@@ -340,16 +361,15 @@ class LlamaServer:
             await self.process.wait_ready(lambda: probe_health(self.socket_path), ready_timeout)
         except ProcessExited as exited:
             await self.stop()
-            tail = "\n".join(exited.tail[-20:])
             raise RunnerFailed(
                 f"llama-server for {self.reference} exited with status {exited.returncode} "
-                f"before it was ready:\n{tail}"
+                f"before it was ready: {failure_reason(exited.tail)}"
             ) from exited
         except TimeoutError as error:
-            tail = "\n".join(self.tail(20))
+            reason = failure_reason(self.tail(LOG_LINES_READ))
             await self.stop()
             raise RunnerFailed(
-                f"llama-server for {self.reference} not ready after {ready_timeout:g} s:\n{tail}"
+                f"llama-server for {self.reference} not ready after {ready_timeout:g} s: {reason}"
             ) from error
         except BaseException:
             await self.stop()

@@ -14,6 +14,7 @@ from modelrunner.core.errors import InvalidInput, RunnerFailed
 from modelrunner.core.inference.llama_server import (
     LlamaServer,
     build_argv,
+    failure_reason,
     load_stage,
     probe_health,
     sweep_stale_runtime_dirs,
@@ -233,3 +234,31 @@ def test_socket_dirs_of_dead_owners_are_swept(tmp_path: Path) -> None:
 )
 def test_load_stages_are_read_from_llama_servers_output(line: str, stage: str | None) -> None:
     assert load_stage(line) == stage
+
+
+LOAD_FAILURE = """\
+warning: no usable GPU found, --gpu-layers option will be ignored
+0.00.003.031 I srv  llama_server: initializing ...
+0.00.007.800 E llama_model_load: error loading model: key general.x has wrong type
+0.00.007.825 E llama_model_load_from_file_impl: failed to load model
+0.00.008.094 E llama_model_load: error loading model: key general.x has wrong type
+0.00.008.145 E srv    load_model: failed to load model, '/m/model.gguf'
+0.00.008.491 E srv  llama_server: exiting due to model loading error""".splitlines()
+
+
+@pytest.mark.parametrize(
+    ("lines", "reason"),
+    [
+        (
+            LOAD_FAILURE,
+            "llama_model_load: error loading model: key general.x has wrong type; "
+            "llama_model_load_from_file_impl: failed to load model",
+        ),
+        (["starting", "", "Segmentation fault"], "starting / Segmentation fault"),
+        ([], "it wrote nothing"),
+    ],
+)
+def test_failure_reason_is_the_error_lines_else_the_last_lines(
+    lines: list[str], reason: str
+) -> None:
+    assert failure_reason(lines) == reason

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from modelrunner.core.errors import RunnerFailed
 from modelrunner.core.event_bus import EventBus
 from modelrunner.core.inference.llama_server import LlamaServer
 from modelrunner.core.inference.pool import RunnerPool
 from modelrunner.core.inference.upstream import UpstreamClient
 from modelrunner.core.settings import Settings
 from modelrunner.core.store.store import ModelStore
+from tests.gguf_factory import write_tiny_gguf
 from tests.inference.engine_fakes import FakeBundle
 
 pytestmark = pytest.mark.llama
@@ -68,6 +70,20 @@ async def test_a_tiny_model_answers_a_chat_completion(
     finally:
         await server.stop()
     assert not server.runtime_dir.exists()
+
+
+async def test_a_model_llama_cpp_cannot_load_fails_with_its_reason(
+    llama_server: Path, tmp_path: Path
+) -> None:
+    """The error says what llama.cpp said was wrong, not its banner and warnings."""
+    bad = write_tiny_gguf(tmp_path / "bad.gguf", extra_kv={"llama.expert_count": 4})
+    with pytest.raises(RunnerFailed) as failed:
+        await start(llama_server, bad)
+    message = failed.value.message
+    assert message.startswith("llama-server for ai/test exited with status 1 before it was ready: ")
+    assert "llama.expert_count has wrong type i32 but expected type u32" in message
+    assert "warning" not in message
+    assert "\n" not in message
 
 
 async def test_llama_args_without_metrics_still_serve(
