@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import hashlib
 import os
 import re
@@ -190,7 +191,8 @@ class BlobTransfer:
 
         Raises:
             DigestMismatch: The registry served other content (the partial is deleted).
-            TransferInterrupted, RegistryUnavailable, ...: Retries ran out.
+            TransferInterrupted, RegistryUnavailable, ...: Retries ran out (the message says
+                how many attempts were made and how much of the blob is kept for a resume).
         """
         if self.target.exists():
             with contextlib.suppress(FileNotFoundError):
@@ -198,10 +200,11 @@ class BlobTransfer:
             return
         self.target.parent.mkdir(parents=True, exist_ok=True)
         fresh_retry_left = True
-        failures = 0
+        failures = attempts = 0
         while True:
             resumed = self.partial.exists()
             before = self._on_disk()
+            attempts += 1
             try:
                 await self._attempt()
                 return
@@ -212,11 +215,27 @@ class BlobTransfer:
                 fresh_retry_left = False  # the old partial may have been damaged: once afresh
             except Exception as error:
                 failures = 1 if self._on_disk() > before else failures + 1
-                if not is_transient(error) or failures > self.options.retries:
+                if not is_transient(error):
                     raise
+                if failures > self.options.retries:
+                    raise self._gave_up(error, attempts) from error
                 delay = min(self.options.backoff * 2 ** (failures - 1), self.options.backoff_max)
                 self._report(self._on_disk(), "retrying")
                 await asyncio.sleep(delay)
+
+    def _gave_up(self, error: Exception, attempts: int) -> CoreError:
+        """The last transient error, saying that it was retried and what a new pull resumes."""
+        text = error.message if isinstance(error, CoreError) else str(error) or repr(error)
+        text += f"; gave up after {attempts} attempts"
+        if kept := self._on_disk():
+            text += (
+                f". The {kept / (1 << 20):.2f} MiB downloaded so far is kept: pull again to resume"
+            )
+        if not isinstance(error, CoreError):
+            return TransferInterrupted(text)
+        final = copy.copy(error)  # the same kind of error (and status), told in full
+        final.message, final.args = text, (text,)
+        return final
 
     def _report(self, current: int, state: str) -> None:
         if self.on_progress is not None:

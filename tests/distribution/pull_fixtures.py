@@ -149,6 +149,8 @@ class FaultProxy:
     """Flip the first body byte of every GET of this blob digest."""
     drop_after: int | None = None
     """Cut the connection of the first blob body to pass this many bytes (once)."""
+    dropped: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once `drop_after` has cut a connection."""
     requests: list[ProxiedRequest] = field(default_factory=list)
     host: str = ""
     _server: asyncio.Server | None = None
@@ -233,6 +235,7 @@ class FaultProxy:
                 record.sent += drop_at - record.sent
                 await client_w.drain()
                 client_w.transport.abort()  # the connection breaks off mid-body
+                self.dropped.set()
                 return
             stall_at = self.stall_after
             if blob_body and stall_at is not None and record.sent + len(chunk) > stall_at:

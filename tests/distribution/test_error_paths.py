@@ -256,6 +256,46 @@ async def test_a_connection_cut_mid_blob_is_resumed(
     assert [(get.start, get.status) for get in gets] == [(0, 200), (1 << 20, 206)]
 
 
+async def test_a_registry_gone_for_good_mid_pull_fails_clearly_and_keeps_the_partial(
+    registry: RunningRegistry, runner: ModelRunner, tmp_path: Path
+) -> None:
+    blob = tmp_path / "weights.gguf"
+    blob.write_bytes(os.urandom(3 << 20))
+    layer = describe(blob, media_types.GGUF)
+    manifest = manifest_for(CONFIG, media_types.CONFIG_V01, [layer])
+    await push_model(registry.url, "errors/gone", "v1", manifest, CONFIG, [blob])
+    proxy = FaultProxy(registry.host, drop_after=1 << 20)
+    await proxy.start()
+    runner.puller.options = TransferOptions(backoff=0.5, retries=2)
+
+    async def vanish() -> None:
+        await proxy.dropped.wait()
+        await proxy.close()  # from now on every connection is refused
+
+    vanishing = asyncio.ensure_future(vanish())
+    response = await create(runner, f"{proxy.host}/errors/gone:v1")
+    await vanishing
+    line = last_line(response)
+    assert line["type"] == "error"
+    message = str(line["message"])
+    assert message.startswith(f"Error: cannot reach registry {proxy.host}: ")
+    assert message.endswith(
+        "; gave up after 3 attempts. The 1.00 MiB downloaded so far is kept: pull again to resume"
+    )
+    assert_nothing_stored(runner, partials=True)
+    [partial] = runner.settings.models_path.glob("blobs/sha256/*.incomplete")
+    assert partial.stat().st_size == 1 << 20
+
+    again = FaultProxy(registry.host)
+    await again.start()
+    try:
+        resumed = await create(runner, f"{again.host}/errors/gone:v1")
+    finally:
+        await again.close()
+    assert last_line(resumed)["message"] == "Model pulled successfully"
+    assert [get.start for get in again.blob_gets(str(layer["digest"]))] == [1 << 20]
+
+
 # Hugging Face
 
 
