@@ -467,14 +467,35 @@ class ModelStore:
         """Load DMR's export tarball (POST /models/load); every blob is sha256-verified.
 
         Returns the model ID; like DMR, the model is not tagged.
+
+        Raises:
+            InvalidInput: Not a model archive, a blob that does not match its digest, a bad
+                manifest, or a config that is not a JSON object (its new blob is removed).
         """
         with self._lock.hold(exclusive=True):
+            created: set[str] = set()
 
             def put_blob(digest: str, stream: IO[bytes], size: int) -> None:
                 target = self.layout.blob_path(digest)
                 if not target.exists():
                     copy_stream_verified(stream, target, digest, size)
+                    created.add(digest)
 
             manifest_bytes = archive.read_archive(fileobj, put_blob)
             document = parse_manifest(manifest_bytes)
+            config_digest = document["config"]["digest"]
+            if not self._is_json_object(config_digest):
+                if config_digest in created:
+                    self.layout.blob_path(config_digest).unlink(missing_ok=True)
+                raise InvalidInput(f"the model's config {config_digest} is not a JSON object")
             return self._install_manifest(manifest_bytes, document, [])
+
+    def _is_json_object(self, digest: str) -> bool:
+        """Whether a stored blob holds a JSON object (a missing one is left to the caller)."""
+        try:
+            document = json.loads(self.layout.blob_path(digest).read_bytes())
+        except FileNotFoundError:
+            return True
+        except ValueError:
+            return False
+        return isinstance(document, dict)

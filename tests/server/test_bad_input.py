@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +120,56 @@ async def test_configure_refuses_numbers_llama_server_cannot_read(
 
 def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _tarball(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _archive_with_config(config: bytes) -> bytes:
+    layer = b"GGUF" + bytes(60)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.docker.ai.model.config.v0.1+json",
+            "digest": _sha256(config),
+            "size": len(config),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.docker.ai.gguf.v3",
+                "digest": _sha256(layer),
+                "size": len(layer),
+            }
+        ],
+    }
+    return _tarball(
+        {
+            f"blobs/sha256/{_sha256(layer)[7:]}": layer,
+            f"blobs/sha256/{_sha256(config)[7:]}": config,
+            "manifest.json": json.dumps(manifest).encode(),
+        }
+    )
+
+
+@pytest.mark.parametrize("config", [b"[]", b'"config"', b"{bad", b"\xff"])
+async def test_load_refuses_a_model_whose_config_is_not_a_json_object(
+    client: httpx.AsyncClient, runner: ModelRunner, config: bytes
+) -> None:
+    """A config that is a JSON array was stored, and GET /models answered 500 from then on."""
+    response = await client.post("/models/load", content=_archive_with_config(config), headers=TAR)
+    assert response.status_code == 400, response.text
+    assert "config" in error_message(response)
+    assert "JSON object" in error_message(response)
+    assert await stored_tags(client) == []
+    assert not runner.store.layout.blob_path(_sha256(config)).exists()
 
 
 async def test_a_stored_config_that_is_not_an_object_lists_as_empty(
