@@ -131,6 +131,10 @@ def model_path(name: str) -> str:
         CliError: The name is not a model reference, ID or ID prefix.
     """
     name = name.strip()
+    if name.lower().startswith("sha256:") and not looks_like_id(name):
+        raise CliError(
+            f"invalid model ID {name!r}: an ID is sha256: and 4 to 64 lower-case hex digits"
+        )
     if not looks_like_id(name):
         try:
             parse_reference(name)

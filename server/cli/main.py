@@ -12,7 +12,13 @@ from typing import Any
 from modelrunner.core.errors import CoreError
 from modelrunner.core.references import parse_reference
 from modelrunner.server.cli import housekeeping, output, transfer
-from modelrunner.server.cli.client import ApiClient, CliError, ServerError, resolve_host
+from modelrunner.server.cli.client import (
+    ApiClient,
+    CliError,
+    NotRunning,
+    ServerError,
+    resolve_host,
+)
 from modelrunner.server.cli.run import run_model
 
 _DESCRIPTION = """\
@@ -86,10 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     package.set_defaults(handler=cmd_package)
 
     run = commands.add_parser(
-        "run", help="chat with a model: one prompt, or interactively without one"
+        "run",
+        help="chat with a model (pulled first if it is not stored): one prompt, "
+        "or interactively without one",
     )
-    run.add_argument("model")
-    run.add_argument("prompt", nargs="*", help="the prompt; stdin is appended when piped")
+    run.add_argument("model", metavar="MODEL")
+    run.add_argument(
+        "prompt",
+        nargs="*",
+        default=[],
+        metavar="PROMPT",
+        help="the prompt; stdin is appended when piped",
+    )
     run.set_defaults(handler=cmd_run)
 
     transfer.add_commands(commands)
@@ -145,6 +159,12 @@ def cmd_rm(client: ApiClient, args: argparse.Namespace) -> int:
                 print(f"no such model: {name}", file=sys.stderr)
             else:
                 print(f"cannot remove {name}: {error.message}", file=sys.stderr)
+            continue
+        except NotRunning:
+            raise  # the same for every name: say it once
+        except CliError as error:  # this name is malformed; the others may be fine
+            status = 1
+            print(f"modelrunner: {error.message}", file=sys.stderr)
             continue
         for action in actions:
             for verb, subject in action.items():

@@ -39,16 +39,19 @@ def stream_answer(
 
 
 def ensure_model(client: ApiClient, model: str) -> None:
-    """Fail early, in words, when the model is not stored (there is no pull yet)."""
+    """Pull the model first when it is not stored, as DMR's `run` does; progress on stderr."""
     try:
         client.get_model(model)
     except ServerError as error:
-        if error.status == 404:
-            raise CliError(
-                f"model {model!r} not found locally; add it with "
-                "`modelrunner package --gguf FILE NAME` (see `modelrunner list`)"
-            ) from error
-        raise
+        if error.status != 404:
+            raise
+    else:
+        return
+    from modelrunner.core.references import parse_reference
+    from modelrunner.server.cli.transfer import pull
+
+    print(f"Unable to find model '{model}' locally. Pulling from the server.", file=sys.stderr)
+    pull(client, parse_reference(model).normalized, out=sys.stderr)
 
 
 def run_model(

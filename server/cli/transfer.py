@@ -47,12 +47,16 @@ def follow(
     return 0
 
 
-def pull(client: ApiClient, reference: str, *, as_json: bool = False) -> int:
-    """POST /models/create for `reference` (sending HF_TOKEN for Hugging Face), showing progress."""
+def pull(
+    client: ApiClient, reference: str, *, as_json: bool = False, out: TextIO | None = None
+) -> int:
+    """POST /models/create for `reference` (sending HF_TOKEN for Hugging Face), showing progress
+    on `out` (stdout by default)."""
     body: dict[str, Any] = {"from": reference}
     if ref_token := _hf_token(reference):
         body["bearer-token"] = ref_token
-    return follow(client.stream_progress("/models/create", body), "pull", as_json=as_json)
+    messages = client.stream_progress("/models/create", body)
+    return follow(messages, "pull", as_json=as_json, out=out)
 
 
 def push(client: ApiClient, name: str, *, as_json: bool = False) -> int:
@@ -85,11 +89,18 @@ def cmd_login(client: ApiClient, args: argparse.Namespace) -> int:
     from modelrunner.core.distribution.registry import RegistryClient
     from modelrunner.core.settings import Settings
 
-    username = args.username or input("Username: ")
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass("Password: ")
+    try:
+        username = args.username or input("Username: ")
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass("Password: ")
+    except EOFError:
+        print()  # end the prompt's line
+        raise CliError(
+            "no username or password given: pass -u USERNAME, and the password on stdin "
+            "with --password-stdin"
+        ) from None
     if not username or not password:
         raise CliError("a username and a password are needed")
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from modelrunner.core.store.store import StoredModel
-from modelrunner.server.cli.client import ApiClient
+from modelrunner.server.cli.client import ApiClient, ServerError
 from modelrunner.server.cli.main import main
 from modelrunner.server.cli.run import run_model
 from tests.processes import ApiProcess
@@ -24,13 +24,18 @@ class TerminalInput(io.StringIO):
         return True
 
 
-def test_missing_model_is_a_clear_error(
+def test_a_missing_model_is_pulled_first_as_dmr_does(
     api: ApiProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The pull fails here (nothing listens at the registry): its error is the one shown."""
     monkeypatch.setattr("sys.stdin", TerminalInput(""))
-    assert main(["run", "ai/ghost", "hi"]) == 1
-    err = capsys.readouterr().err
-    assert "model 'ai/ghost' not found locally" in err
+    assert main(["run", "127.0.0.1:1/ai/ghost", "hi"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    ghost = "127.0.0.1:1/ai/ghost"
+    assert lines[0] == f"Unable to find model '{ghost}' locally. Pulling from the server."
+    assert lines[-1].startswith("modelrunner: cannot reach registry 127.0.0.1:1")
 
 
 @pytest.mark.llama
@@ -62,6 +67,35 @@ class RecordingClient(ApiClient):
     def stream_chat(self, payload: Mapping[str, Any]) -> Iterator[Iterator[str]]:
         self.sent.append(payload)
         yield iter(["o", "k"])
+
+
+class PullingClient(RecordingClient):
+    """Has no model until it is pulled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pulled: list[Mapping[str, Any] | None] = []
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        if not self.pulled:
+            raise ServerError(404, f"model {name} not found")
+        return super().get_model(name)
+
+    def stream_progress(
+        self, path: str, body: Mapping[str, Any] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        self.pulled.append(body)
+        yield {"type": "success", "message": "Model pulled successfully"}
+
+
+def test_a_missing_model_is_pulled_then_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    client, out = PullingClient(), io.StringIO()
+    assert run_model(client, "ai/m", "hi", TerminalInput(""), out) == 0
+    assert client.pulled == [{"from": "ai/m:latest"}]
+    assert out.getvalue() == "ok\n"  # stdout holds the answer only
+    err = capsys.readouterr().err
+    assert err.startswith("Unable to find model 'ai/m' locally. Pulling from the server.\n")
+    assert err.endswith("Model pulled successfully\n")
 
 
 def test_piped_stdin_is_appended_after_a_blank_line() -> None:
