@@ -156,6 +156,12 @@ class RegistryAuth:
             self._credentials[registry] = found
         return self._credentials[registry]
 
+    def forget_credentials(self, registry: str) -> None:
+        """Look a registry's credentials up again next time (they were refused or were wrong:
+        a login, the environment or Docker's config may have a better answer by then)."""
+        self._credentials.pop(registry, None)
+        self._tokens = {key: tok for key, tok in self._tokens.items() if key[0] != registry}
+
     def use_credentials(self, registry: str, credentials: Credentials | None) -> None:
         """Replace the credentials for a registry (login checks, explicit tokens)."""
         self._credentials[registry] = credentials
@@ -179,8 +185,12 @@ class RegistryAuth:
         registry: str,
         registry_url: URL,
         scopes: tuple[str, ...],
+        what: str = "",
     ) -> str | None:
-        """The Authorization header for a request needing `scopes`; None to go anonymous."""
+        """The Authorization header for a request needing `scopes`; None to go anonymous.
+
+        `what` names the action ("pull", "push") in the error when the token service refuses.
+        """
         challenge = self._challenges.get(registry)
         if challenge is None:
             return None
@@ -195,7 +205,7 @@ class RegistryAuth:
             if cached is not None and cached.expires_at > time.monotonic():
                 return f"Bearer {cached.value}"
             token = await self._fetch_token(
-                session, registry, registry_url, challenge, scopes, credentials
+                session, registry, registry_url, challenge, scopes, credentials, what
             )
             self._tokens[key] = token
             return f"Bearer {token.value}"
@@ -208,6 +218,7 @@ class RegistryAuth:
         challenge: Challenge,
         scopes: tuple[str, ...],
         credentials: Credentials | None,
+        what: str,
     ) -> _Token:
         realm = await check_realm(registry_url, challenge.params["realm"])
         service = challenge.params.get("service")
@@ -240,7 +251,7 @@ class RegistryAuth:
                 f"{error or type(error).__name__}"
             ) from error
         if status in (401, 403):
-            raise auth_failure(registry, credentials)
+            raise auth_failure(registry, credentials, what)
         if status != 200:
             raise RegistryError(f"the token service of {registry} answered HTTP {status}")
         return _parse_token(registry, body)

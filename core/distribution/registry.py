@@ -178,12 +178,32 @@ class RegistryClient:
         """One request with auth: anonymous (or cached) first, answer a 401 challenge once.
 
         Redirects are not followed, and URLs outside the registry's origin get no credentials.
-        The caller releases the response.
+        The caller releases the response. Credentials that were refused are looked up again
+        for the next request (so a login, or a fixed Docker config, works without a restart).
 
         Raises:
             AuthenticationRequired: 401 after answering the challenge, or 403.
             RegistryUnavailable: The registry cannot be reached.
         """
+        try:
+            return await self._send(
+                registry, method, url, scopes, headers=headers, body=body, what=what
+            )
+        except AuthenticationRequired:
+            self.auth.forget_credentials(registry)
+            raise
+
+    async def _send(
+        self,
+        registry: str,
+        method: str,
+        url: URL,
+        scopes: Sequence[str],
+        *,
+        headers: Mapping[str, str] | None,
+        body: BodyFactory | None,
+        what: str,
+    ) -> aiohttp.ClientResponse:
         session = self._session_now()
         scope_key = tuple(scopes)
         base = self.base_url(registry)
@@ -193,7 +213,9 @@ class RegistryClient:
             request_headers = dict(headers or {})
             authorization = None
             if same_origin:
-                authorization = await self.auth.authorization(session, registry, base, scope_key)
+                authorization = await self.auth.authorization(
+                    session, registry, base, scope_key, what
+                )
             if authorization is not None:
                 request_headers["Authorization"] = authorization
             try:
@@ -390,6 +412,8 @@ class RegistryClient:
             AuthenticationRequired: The registry or its token service refused them.
         """
         registry = registry_key(registry)
+        # Tried for this check only: refused ones are forgotten (send), so a mistyped password
+        # leaves the saved login, the environment or Docker's config in use.
         self.auth.use_credentials(registry, Credentials(username, password, source="login"))
         url = self.base_url(registry).with_path("/v2/")
         response = await self.send(registry, "GET", url, (), what="log in")

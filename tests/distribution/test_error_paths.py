@@ -136,6 +136,39 @@ async def test_a_missing_tag_an_unreachable_and_an_unknown_registry(
     assert_nothing_stored(runner)
 
 
+async def test_a_registry_wanting_credentials_says_how_to_log_in(
+    basic_registry: RunningRegistry, runner: ModelRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = basic_registry.host
+    seed_model(basic_registry, "errors/locked", "v1")
+    anonymous = await create(runner, f"{host}/errors/locked:v1")
+    assert anonymous.status_code == 401
+    assert f"run `modelrunner login {host}`" in anonymous.text
+    monkeypatch.setenv("DOCKER_USERNAME", "alice")
+    monkeypatch.setenv("DOCKER_PASSWORD", "wrong")
+    wrong = await create(runner, f"{host}/errors/locked:v1")
+    assert wrong.status_code == 401
+    assert wrong.text.strip() == (
+        f"{host} refused access to pull for alice (from DOCKER_USERNAME): check the username, "
+        f"password and permissions, or run `modelrunner login {host}`"
+    )
+    assert_nothing_stored(runner)
+
+
+async def test_a_failed_login_keeps_the_credentials_that_work(
+    basic_registry: RunningRegistry, runner: ModelRunner
+) -> None:
+    """A mistyped password at `modelrunner login` must not lock the running server out."""
+    host = basic_registry.host
+    seed_model(basic_registry, "errors/relogin", "v1")
+    await runner.login(host, "alice", "s3cret")
+    with pytest.raises(Exception, match="refused access to log in"):
+        await runner.login(host, "alice", "typo")
+    pulled = await create(runner, f"{host}/errors/relogin:v1")
+    assert pulled.status_code == 200
+    assert last_line(pulled)["message"] == "Model pulled successfully"
+
+
 # What the registry serves
 
 
@@ -318,3 +351,33 @@ async def test_hugging_face_refusals_through_the_api(
     assert gated.status_code == 401
     assert "set HF_TOKEN" in gated.text
     assert_nothing_stored(runner)
+
+
+# Push
+
+
+@pytest.mark.parametrize("which", ["basic", "token"])
+async def test_pushing_without_permission_says_how_to_log_in(
+    which: str,
+    basic_registry: RunningRegistry,
+    token_registry: RunningRegistry,
+    runner: ModelRunner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target = basic_registry if which == "basic" else token_registry
+    reference = f"{target.host}/errors/pushed:v1"
+    await runner.package_model(write_tiny_gguf(tmp_path / "tiny.gguf"), reference)
+    anonymous = await push(runner, reference)
+    assert anonymous.status_code == 401
+    assert anonymous.text.strip() == (
+        f"authentication required for {target.host} to push: run `modelrunner login {target.host}`"
+    )
+    monkeypatch.setenv("DOCKER_USERNAME", "alice")
+    monkeypatch.setenv("DOCKER_PASSWORD", "wrong")
+    wrong = await push(runner, reference)
+    assert wrong.status_code == 401
+    assert wrong.text.strip() == (
+        f"{target.host} refused access to push for alice (from DOCKER_USERNAME): check the "
+        f"username, password and permissions, or run `modelrunner login {target.host}`"
+    )
