@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from modelrunner.core.distribution.progress import dmr_progress_line, encode_line
-from modelrunner.core.errors import CoreError
+from modelrunner.core.errors import CoreError, ModelNotFound
 from modelrunner.core.events import PullFailed, PullFinished
 from modelrunner.core.references import parse_reference
 from modelrunner.server.errors import ApiError
@@ -78,7 +78,12 @@ async def create_model(request: Request) -> Response:
 async def push_model(request: Request, name: str) -> Response:
     """POST /models/{name…}/push: push a stored model to its registry, streaming progress."""
     runner = _runner(request)
-    await runner.get_model(name)  # a missing model is a 404 before anything streams
+    try:
+        await runner.get_model(name)  # a missing model is a 404 before anything streams
+    except ModelNotFound as error:  # said so that it cannot read as "not in the registry"
+        raise ModelNotFound(
+            f"no model {name} in the local store to push: pull, package or tag it first"
+        ) from error
     await _json_object(request, required=False)
 
     def start(report: Report) -> Awaitable[object]:

@@ -356,6 +356,17 @@ async def test_hugging_face_refusals_through_the_api(
 # Push
 
 
+async def test_pushing_a_model_that_is_not_stored_says_it_is_not_here(
+    registry: RunningRegistry, runner: ModelRunner
+) -> None:
+    response = await push(runner, f"{registry.host}/errors/never:v1")
+    assert response.status_code == 404
+    assert response.text.strip() == (
+        f"no model {registry.host}/errors/never:v1 in the local store to push: "
+        "pull, package or tag it first"
+    )
+
+
 @pytest.mark.parametrize("which", ["basic", "token"])
 async def test_pushing_without_permission_says_how_to_log_in(
     which: str,
