@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 from modelrunner.core.inference.configure import format_keep_alive, parse_configure_request
 from modelrunner.core.inference.metrics import CONTENT_TYPE
 from modelrunner.server.errors import ApiError
-from modelrunner.server.openai_routes import BACKENDS, read_body
+from modelrunner.server.openai_routes import BACKENDS, NESTED_TOO_DEEPLY, read_body
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -63,6 +63,8 @@ async def _json_body(request: Request) -> Any:
         return json.loads(body) if body.strip() else {}
     except (UnicodeDecodeError, ValueError) as error:
         raise ApiError(400, f"invalid request: the body is not valid JSON ({error})") from None
+    except RecursionError:
+        raise ApiError(400, NESTED_TOO_DEEPLY) from None
 
 
 def go_time(unix_seconds: float | None) -> str:

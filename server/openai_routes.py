@@ -42,6 +42,9 @@ RERANK_OPERATIONS = ("rerank", "score")
 """What is forwarded to a reranking runner, under /, /engines/ and /engines/{backend}/ (DMR has
 no /v1/rerank: there it means backend "v1", which is not found)."""
 
+NESTED_TOO_DEEPLY = "invalid request: the body's JSON is nested too deeply"
+"""What a body gets that Python's JSON parser cannot recurse through."""
+
 _FORWARDED_RESPONSE_HEADERS = ("content-type", "cache-control")
 _REQUEST_HEADERS_KEPT = ("content-type", "accept", "user-agent", "x-request-origin")
 
@@ -125,6 +128,8 @@ def requested_model(body: bytes) -> tuple[str, float | None]:
         payload = json.loads(body, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as error:
         raise ApiError(400, f"invalid request: the body is not valid JSON ({error})") from None
+    except RecursionError:
+        raise ApiError(400, NESTED_TOO_DEEPLY) from None
     if not isinstance(payload, dict):
         raise ApiError(400, "invalid request: the body must be a JSON object")
     model = payload.get("model")

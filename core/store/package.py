@@ -130,6 +130,8 @@ def parse_manifest(manifest_bytes: bytes) -> dict[str, Any]:
         document = json.loads(manifest_bytes)
     except ValueError as error:
         raise InvalidInput(f"manifest is not valid JSON: {error}") from error
+    except RecursionError:
+        raise InvalidInput("manifest is not valid JSON: it is nested too deeply") from None
     if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
         raise InvalidInput("manifest has no config descriptor")
     layers = document.get("layers")

@@ -147,7 +147,9 @@ class ModelStore:
 
     def _describe(self, model_id: str) -> _Description | None:
         """Read a model's manifest and config (kept: an ID's manifest and config never change)."""
-        with contextlib.suppress(OSError, ValueError, InvalidInput, KeyError, TypeError):
+        with contextlib.suppress(
+            OSError, ValueError, InvalidInput, KeyError, TypeError, RecursionError
+        ):
             manifest = json.loads(self.layout.manifest_path(model_id).read_bytes())
             if not isinstance(manifest, dict):
                 return None
@@ -484,18 +486,21 @@ class ModelStore:
             manifest_bytes = archive.read_archive(fileobj, put_blob)
             document = parse_manifest(manifest_bytes)
             config_digest = document["config"]["digest"]
-            if not self._is_json_object(config_digest):
+            problem = self._config_problem(config_digest)
+            if problem is not None:
                 if config_digest in created:
                     self.layout.blob_path(config_digest).unlink(missing_ok=True)
-                raise InvalidInput(f"the model's config {config_digest} is not a JSON object")
+                raise InvalidInput(f"the model's config {config_digest} {problem}")
             return self._install_manifest(manifest_bytes, document, [])
 
-    def _is_json_object(self, digest: str) -> bool:
-        """Whether a stored blob holds a JSON object (a missing one is left to the caller)."""
+    def _config_problem(self, digest: str) -> str | None:
+        """Why a stored config blob is unusable, or None (a missing one is left to the caller)."""
         try:
             document = json.loads(self.layout.blob_path(digest).read_bytes())
         except FileNotFoundError:
-            return True
+            return None
         except ValueError:
-            return False
-        return isinstance(document, dict)
+            return "is not a JSON object"
+        except RecursionError:
+            return "is nested too deeply"
+        return None if isinstance(document, dict) else "is not a JSON object"

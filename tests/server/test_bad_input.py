@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from tests.server.conftest import TINY
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 TAR = {"content-type": "application/x-tar"}
+DEEP = b"[" * 100_000 + b"]" * 100_000
+"""JSON nested far deeper than Python's parser recurses."""
 
 
 def error_message(response: httpx.Response) -> str:
@@ -132,7 +135,7 @@ def _tarball(entries: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def _archive_with_config(config: bytes) -> bytes:
+def _archive_with_config(config: bytes, manifest_bytes: bytes | None = None) -> bytes:
     layer = b"GGUF" + bytes(60)
     manifest = {
         "schemaVersion": 2,
@@ -154,7 +157,7 @@ def _archive_with_config(config: bytes) -> bytes:
         {
             f"blobs/sha256/{_sha256(layer)[7:]}": layer,
             f"blobs/sha256/{_sha256(config)[7:]}": config,
-            "manifest.json": json.dumps(manifest).encode(),
+            "manifest.json": manifest_bytes or json.dumps(manifest).encode(),
         }
     )
 
@@ -172,12 +175,12 @@ async def test_load_refuses_a_model_whose_config_is_not_a_json_object(
     assert not runner.store.layout.blob_path(_sha256(config)).exists()
 
 
+@pytest.mark.parametrize("config", [pytest.param(b"[]", id="array"), pytest.param(DEEP, id="deep")])
 async def test_a_stored_config_that_is_not_an_object_lists_as_empty(
-    client: httpx.AsyncClient, runner: ModelRunner, tiny_gguf: Path
+    client: httpx.AsyncClient, runner: ModelRunner, tiny_gguf: Path, config: bytes
 ) -> None:
     """A store written by another tool may hold one: the model lists with an empty config."""
     artifact = build_gguf_artifact(tiny_gguf)
-    config = b"[]"
     manifest = json.loads(artifact.manifest_bytes)
     manifest["config"].update(digest=_sha256(config), size=len(config))
     damaged = dataclasses.replace(
@@ -188,3 +191,38 @@ async def test_a_stored_config_that_is_not_an_object_lists_as_empty(
         response = await client.get(path)
         assert response.status_code == 200, f"{path}: {response.text}"
     assert (await client.get("/models/ai/damaged")).json()["config"] == {}
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/chat/completions", "/rerank", "/engines/_configure", "/engines/unload"]
+)
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(DEEP, id="deep-array"),
+        pytest.param(b'{"model": "ai/tiny", "messages": ' + DEEP + b"}", id="deep-field"),
+    ],
+)
+async def test_json_nested_too_deeply_is_a_400(
+    client: httpx.AsyncClient, path: str, body: bytes
+) -> None:
+    """json.loads raises RecursionError, which was not caught: a 500."""
+    response = await client.post(path, content=body)
+    assert response.status_code == 400, response.text
+    assert "nested too deeply" in error_message(response)
+
+
+@pytest.mark.parametrize(
+    "archive",
+    [
+        pytest.param(lambda: _archive_with_config(b"{}", manifest_bytes=DEEP), id="manifest"),
+        pytest.param(lambda: _archive_with_config(DEEP), id="config"),
+    ],
+)
+async def test_load_refuses_json_nested_too_deeply(
+    client: httpx.AsyncClient, archive: Callable[[], bytes]
+) -> None:
+    response = await client.post("/models/load", content=archive(), headers=TAR)
+    assert response.status_code == 400, response.text
+    assert "nested too deeply" in error_message(response)
+    assert await stored_tags(client) == []
