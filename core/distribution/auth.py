@@ -53,8 +53,11 @@ def auth_failure(registry: str, credentials: Credentials | None, what: str = "")
     """The error for a 401/403 that survived a fresh token; names the user and their source."""
     target = f" to {what}" if what else ""
     if credentials is None:
+        # Registries (Docker Hub among them) refuse an anonymous pull of a repository that does
+        # not exist as they refuse a private one, so a typo must not read as "log in" only.
+        unknown = ", or the repository does not exist" if what == "pull" else ""
         return AuthenticationRequired(
-            f"authentication required for {registry}{target}: {login_hint(registry)}"
+            f"authentication required for {registry}{target}{unknown}: {login_hint(registry)}"
         )
     origin = f" (from {credentials.source})" if credentials.source else ""
     return AuthenticationRequired(

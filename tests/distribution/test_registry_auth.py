@@ -64,7 +64,8 @@ async def test_basic_auth_without_credentials_says_how_to_log_in(
         await client.get_manifest(parse_reference(f"{basic_registry.host}/auth/basic:v1"))
     assert caught.value.status == 401
     assert caught.value.message == (
-        f"authentication required for {basic_registry.host} to pull: "
+        f"authentication required for {basic_registry.host} to pull, "
+        "or the repository does not exist: "
         f"run `modelrunner login {basic_registry.host}`"
     )
 
