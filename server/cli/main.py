@@ -11,7 +11,7 @@ from typing import Any
 
 from modelrunner.core.errors import CoreError
 from modelrunner.core.references import parse_reference
-from modelrunner.server.cli import housekeeping, output, transfer
+from modelrunner.server.cli import engines, housekeeping, output, transfer
 from modelrunner.server.cli.client import (
     ApiClient,
     CliError,
@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     transfer.add_commands(commands)
+
+    engines.add_commands(commands)
 
     housekeeping.add_commands(commands)
 
@@ -211,7 +213,18 @@ def cmd_version(client: ApiClient, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 1 failed, 2 bad usage)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        usage: argparse.ArgumentParser = getattr(args, "parser", parser)
+        if args.command in ("configure", "config") and extras[0] == "--":
+            args.runtime_flags += extras[1:]  # `configure MODEL --context-size N -- FLAGS`
+        elif args.command in ("configure", "config"):
+            usage.error(
+                f"unrecognized arguments: {' '.join(extras)} "
+                "(llama-server flags go after `--`: configure MODEL -- --temp 0.2)"
+            )
+        else:
+            usage.error(f"unrecognized arguments: {' '.join(extras)}")
     handler: Callable[[ApiClient, argparse.Namespace], int] = args.handler
     try:
         with ApiClient(resolve_host(args.host)) as client:

@@ -27,6 +27,8 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("list", "inspect", "tag", "rm", "package", "run", "MODEL_RUNNER_HOST"):
         assert command in out
+    for command in ("pull", "push", "ps", "unload", "status", "configure", "df", "version"):
+        assert f"\n    {command} " in out  # listed with its help
 
 
 def test_list_prints_dmr_table(

@@ -146,7 +146,7 @@ def test_nothing_listening_names_the_host_and_how_to_start_the_server() -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["list"], ["list", "-q"], ["list", "--json"], ["updates"], ["rm", "x"], ["df"]],
+    [["list"], ["list", "-q"], ["list", "--json"], ["updates"], ["rm", "x"], ["ps"], ["df"]],
 )
 def test_another_kind_of_server_is_named_not_a_traceback(
     other_server: OtherServer,
