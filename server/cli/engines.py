@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from modelrunner.core.errors import CoreError
 from modelrunner.core.references import display_name, parse_reference
 from modelrunner.server.cli import output
 from modelrunner.server.cli.client import ApiClient, CliError, ServerError
@@ -170,11 +171,39 @@ def cmd_unload(client: ApiClient, args: argparse.Namespace) -> int:
     count = int(answer.get("unloaded_runners", 0))
     if count:
         print(f"Unloaded {count} model(s).")
+        return 0
+    busy = busy_runners(client, None if args.all else args.models)
+    if args.all and busy:
+        print(f"No idle models to unload: {len(busy)} busy (loading or answering) stays.")
     elif args.all:
         print("No models are running.")
+    elif busy:
+        print(f"{', '.join(busy)} is busy (loading or answering); it stays.")
     else:
         print("No such model(s) running.")
     return 0
+
+
+def busy_runners(client: ApiClient, names: Sequence[str] | None) -> list[str]:
+    """Which of `names` (None: any model) have a runner loading or answering, as typed."""
+    entries = client.json_list("GET", "/engines/ps")
+    busy = [
+        str(entry.get("model_name", ""))
+        for entry in entries
+        if entry.get("in_use") or entry.get("loading")
+    ]
+    if names is None:
+        return busy
+    return [name for name in names if any(_same_model(name, running) for running in busy)]
+
+
+def _same_model(typed: str, running: str) -> bool:
+    if typed == running:
+        return True
+    try:
+        return parse_reference(typed).normalized == parse_reference(running).normalized
+    except CoreError:
+        return False
 
 
 _STATUS_ORDER = ("Running", "Error", "Not Installed", "Installing")

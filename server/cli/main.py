@@ -145,9 +145,30 @@ def cmd_tag(client: ApiClient, args: argparse.Namespace) -> int:
     target = parse_reference(args.target)
     if target.digest is not None:
         raise CliError(f"invalid tag {args.target!r}: a target names a tag, not a digest")
+    before = _existing(client, args.target)
     client.tag(args.source, target.name, target.tag)
     print(f'Model "{args.source}" tagged successfully with "{args.target}"')
+    if before is not None and before.get("id") != client.get_model(args.target).get("id"):
+        moved = output.short_id(str(before.get("id", "")))
+        try:
+            left = client.get_model(moved).get("tags") or []
+        except ServerError:
+            left = []  # the server deleted it with its last tag
+        note = f'"{args.target}" was model {moved}'
+        if not left:
+            note += f", which is now untagged (`modelrunner rm {moved}` deletes it)"
+        print(note, file=sys.stderr)
     return 0
+
+
+def _existing(client: ApiClient, name: str) -> dict[str, Any] | None:
+    """The model `name` names now, or None."""
+    try:
+        return client.get_model(name)
+    except ServerError as error:
+        if error.status == 404:
+            return None
+        raise
 
 
 def cmd_rm(client: ApiClient, args: argparse.Namespace) -> int:

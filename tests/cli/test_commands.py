@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelrunner.core.store.store import StoredModel
+from modelrunner.core.store.store import ModelStore, StoredModel
 from modelrunner.server.cli.main import main
 from modelrunner.server.cli.output import LIST_HEADERS
 from tests.gguf_factory import write_tiny_gguf
@@ -104,6 +104,22 @@ def test_tag_then_rm(
     code, out, _ = run_cli(capsys, "rm", "ai/tiny")
     assert code == 0
     assert out.splitlines() == ["Untagged: docker.io/ai/tiny:latest", f"Deleted: {tiny_model.id}"]
+
+
+def test_tag_onto_a_tag_of_another_model_says_it_moved(
+    api: ApiProcess, tmp_path: Path, tiny_model: StoredModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other_gguf = write_tiny_gguf(tmp_path / "other.gguf", name="other", seed=3)
+    other = ModelStore(tmp_path / "models").package_gguf(other_gguf, "myorg/other:v1")
+    code, out, err = run_cli(capsys, "tag", "tiny", "myorg/other:v1")
+    assert code == 0
+    assert out == 'Model "tiny" tagged successfully with "myorg/other:v1"\n'
+    assert err == (
+        f'"myorg/other:v1" was model {other.id[7:19]}, which is now untagged '
+        f"(`modelrunner rm {other.id[7:19]}` deletes it)\n"
+    )
+    code, out, err = run_cli(capsys, "tag", "tiny", "myorg/other:v1")  # again: nothing moves
+    assert (code, err) == (0, "")
 
 
 def test_tag_validates_the_target_locally(

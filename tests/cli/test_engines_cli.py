@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from modelrunner.core.store.store import StoredModel
-from modelrunner.server.cli.engines import ps_rows
-from modelrunner.server.cli.main import main
+from modelrunner.server.cli.client import ApiClient
+from modelrunner.server.cli.engines import cmd_unload, ps_rows
+from modelrunner.server.cli.main import build_parser, main
 from tests.processes import ApiProcess, free_port
 
 NOW = 1_800_000_000.0
@@ -155,3 +156,37 @@ def test_configure_shows_the_servers_reason(
     assert err.count("\n") == 1
     assert "--host" in err
     assert "{" not in err
+
+
+class BusyClient(ApiClient):
+    """A server whose one runner is loading: unload leaves it, ps lists it."""
+
+    def __init__(self) -> None:
+        super().__init__("http://127.0.0.1:9")
+
+    def json_object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        assert path == "/engines/unload"
+        return {"unloaded_runners": 0}
+
+    def json_list(self, method: str, path: str, **kwargs: Any) -> list[dict[str, Any]]:
+        assert path == "/engines/ps"
+        return [
+            {"backend_name": "llama.cpp", "model_name": "ai/smollm2:135M-Q4_1",
+             "mode": "completion", "last_used": "0001-01-01T00:00:00Z", "loading": True},
+        ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["smollm2:135M-Q4_1"], "smollm2:135M-Q4_1 is busy (loading or answering); it stays.\n"),
+        (["--all"], "No idle models to unload: 1 busy (loading or answering) stays.\n"),
+        (["ai/other"], "No such model(s) running.\n"),
+    ],
+)
+def test_unload_of_a_busy_model_says_it_is_busy(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    args = build_parser().parse_args(["unload", *argv])
+    assert cmd_unload(BusyClient(), args) == 0
+    assert capsys.readouterr().out == said
