@@ -29,6 +29,7 @@ from modelrunner.core.events import (
     RunnerEvicted,
     SystemSampled,
 )
+from modelrunner.core.inference.argument_check import check_arguments
 from modelrunner.core.inference.configure import ConfigEntry, ConfigureRequest, apply_configure
 from modelrunner.core.inference.llama_build import resolve_llama_server
 from modelrunner.core.inference.metrics import EngineMetrics, exposition, model_label
@@ -191,10 +192,23 @@ class ModelRunner:
             Conflict: the model's runner is busy (409).
         """
         model_id = await self._model_id(request.model)
+        await self._check_runtime_flags(request.config.runtime_flags)
         await apply_configure(
             request, resolve=self._model_id, pool=self.pool, configs=self.pool.configs
         )
         self.pool.preload(model_id, COMPLETION)
+
+    async def _check_runtime_flags(self, flags: Sequence[str]) -> None:
+        """Let llama-server's parser refuse bad values (`--threads x`) before they are stored;
+        without a binary yet (none built) the runner's start says it instead."""
+        if not flags:
+            return
+        try:
+            binary = await asyncio.to_thread(resolve_llama_server, self.settings)
+        except CoreError:
+            return  # a bad LLAMA_SERVER_PATH: every start reports it
+        if binary is not None:
+            await check_arguments(binary.path, flags)
 
     async def configurations(self, reference: str | None = None) -> list[ConfigEntry]:
         """Stored _configure entries (of one model, or all), skipping models no longer stored."""

@@ -43,13 +43,20 @@ _LOG_LINE = re.compile(r"^\d+\.\d+\.\d+\.\d+ ([A-Z]) (?:\w+ +)?(.*)$")
 
 
 def failure_reason(lines: Sequence[str], most: int = 2) -> str:
-    """Why llama-server failed, from its output: its distinct error lines ("E …") with the
-    timestamps dropped, else its last lines. The whole output stays in the runner's log."""
+    """Why llama-server failed, from its output: its distinct error lines ("E …" with the
+    timestamps dropped, or "error while handling argument …"), else its last lines. The whole
+    output stays in the runner's log."""
     errors: list[str] = []
     for line in lines[-LOG_LINES_READ:]:
         match = _LOG_LINE.match(line.strip())
-        if match is not None and match.group(1) == "E" and match.group(2) not in errors:
-            errors.append(match.group(2))
+        if match is not None and match.group(1) == "E":
+            error = match.group(2)
+        elif line.lower().startswith("error"):  # its argument parser: no log format yet
+            error = line.strip()
+        else:
+            continue
+        if error not in errors:
+            errors.append(error)
     if errors:
         return "; ".join(errors[:most])
     last = [line.strip() for line in lines if line.strip()][-most:]

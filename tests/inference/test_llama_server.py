@@ -255,6 +255,10 @@ warning: no usable GPU found, --gpu-layers option will be ignored
             "llama_model_load_from_file_impl: failed to load model",
         ),
         (["starting", "", "Segmentation fault"], "starting / Segmentation fault"),
+        (
+            ['error while handling argument "--threads": stoi', "", "usage:", "-t, --threads N"],
+            'error while handling argument "--threads": stoi',
+        ),
         ([], "it wrote nothing"),
     ],
 )

@@ -148,6 +148,19 @@ async def test_configure_validation(api: httpx.AsyncClient) -> None:
     assert_plain_error(unknown, 404, "backend not found")
 
 
+async def test_configure_refuses_flag_values_llama_server_refuses(
+    api: httpx.AsyncClient, llama_server: Path
+) -> None:
+    """Stored, `--threads x` would fail every load of the model: it is refused up front."""
+    bad_value = {"model": "ai/tiny", "runtime-flags": ["--threads", "x"]}
+    response = await api.post("/engines/_configure", json=bad_value)
+    assert_plain_error(response, 400, "llama-server refused --threads: expects a number")
+    raw = {"model": "ai/tiny", "raw-runtime-flags": "--flash-attn maybe"}
+    response = await api.post("/engines/_configure", json=raw)
+    assert_plain_error(response, 400, "unknown value for --flash-attn: 'maybe'")
+    assert (await api.get("/engines/_configure", params={"model": "ai/tiny"})).json() == []
+
+
 async def test_configure_is_honoured_by_the_next_load(
     api: httpx.AsyncClient, engine: ModelRunner
 ) -> None:
