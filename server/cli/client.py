@@ -146,10 +146,13 @@ def model_path(name: str) -> str:
 def error_message(response: httpx.Response) -> str:
     """The message in an error body: the OpenAI envelope's, or the plain text DMR sends."""
     text = response.text.strip()
+    status = f"HTTP {response.status_code} {response.reason_phrase}"
+    if text.startswith("<") or "html" in response.headers.get("content-type", ""):
+        return f"{status} (an HTML page)"  # a proxy's, not the server's words
     try:
         body = json.loads(text)
     except ValueError:
-        return text or f"HTTP {response.status_code} {response.reason_phrase}"
+        return text or status
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     tag.set_defaults(handler=cmd_tag)
 
     remove = commands.add_parser("rm", aliases=["remove"], help="untag or delete models")
-    remove.add_argument("models", nargs="+", metavar="MODEL")
+    remove.add_argument("models", nargs="+", metavar="MODEL", help="a name, tag or model ID")
     remove.add_argument(
         "-f", "--force", action="store_true", help="delete an ID even if it has several tags"
     )
@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     version = commands.add_parser("version", help="show the client and server versions")
     version.set_defaults(handler=cmd_version)
+    for choice in commands._choices_actions:  # `CMD --help` says what CMD does, as the list does
+        command = commands.choices[choice.dest]
+        if command.description is None and choice.help:
+            command.description = choice.help[0].upper() + choice.help[1:] + "."
     return parser
 
 

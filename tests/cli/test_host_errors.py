@@ -176,3 +176,15 @@ def test_a_server_without_the_models_route_is_named(
     assert code == 1
     assert f"{host} does not answer like a modelrunner server" in err
     assert "404 page not found" in err
+
+
+def test_an_html_error_page_is_summed_up_in_one_line(
+    other_server: OtherServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A proxy in front of the server answers its own HTML page."""
+    other_server.status, other_server.content_type = 502, "text/html"
+    other_server.body = b"<html>\n<head><title>502 Bad Gateway</title></head>\n</html>"
+    monkeypatch.setenv("MODEL_RUNNER_HOST", f"http://127.0.0.1:{other_server.server_address[1]}")
+    code, _, err = run_cli(capsys, "inspect", "ai/x")
+    assert code == 1
+    assert err == "modelrunner: HTTP 502 Bad Gateway (an HTML page)\n"

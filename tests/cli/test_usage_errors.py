@@ -55,3 +55,22 @@ def test_login_with_stdin_closed_is_a_clear_error(
     assert err.count("\n") == 1
     assert "username" in err
     assert "-u" in err
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        ("rm", "Untag or delete models."),
+        ("pull", "Pull a model from a registry or Hugging Face."),
+        ("df", "Show disk usage of models and the inference engine."),
+        ("version", "Show the client and server versions."),
+        ("ps", "List running models."),
+    ],
+)
+def test_each_commands_help_says_what_it_does(
+    capsys: pytest.CaptureFixture[str], command: str, says: str
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main([command, "--help"])
+    assert stopped.value.code == 0
+    assert f"\n\n{says}\n" in capsys.readouterr().out
