@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--openai", action="store_true", help="the OpenAI view of the model")
     inspect.set_defaults(handler=cmd_inspect)
 
+    show = commands.add_parser("show", help="show a model's details in words")
+    show.add_argument("model", metavar="MODEL", help="a name, tag or model ID")
+    show.set_defaults(handler=cmd_show)
+
     tag = commands.add_parser("tag", help="give a model another name")
     tag.add_argument("source", help="the model to tag (name, tag or ID)")
     tag.add_argument("target", help="the new name, e.g. myorg/model:v1")
@@ -142,6 +146,11 @@ def cmd_list(client: ApiClient, args: argparse.Namespace) -> int:
 def cmd_inspect(client: ApiClient, args: argparse.Namespace) -> int:
     model = client.openai_model(args.model) if args.openai else client.get_model(args.model)
     print(output.pretty_json(model))
+    return 0
+
+
+def cmd_show(client: ApiClient, args: argparse.Namespace) -> int:
+    print(output.show_text(client.get_model(args.model)))
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -141,6 +142,46 @@ def list_rows(models: Sequence[Mapping[str, Any]], now: float | None = None) -> 
 def model_table(models: Sequence[Mapping[str, Any]], now: float | None = None) -> str:
     """The `list` table."""
     return table(LIST_HEADERS, list_rows(models, now))
+
+
+def show_text(model: Mapping[str, Any]) -> str:
+    """DMR's `show`: the model, its config, then its GGUF metadata, one `label: value` a line."""
+    config: Mapping[str, Any] = model.get("config") or {}
+    created = model.get("created")
+    when = (
+        datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z")
+        if isinstance(created, int | float) and created > 0
+        else "-"
+    )
+    tags = ", ".join(_plain_tag(str(tag)) for tag in model.get("tags") or ()) or UNTAGGED
+    lines = [
+        f"Model:       {model.get('id', '')}",
+        f"Tags:        {tags}",
+        f"Created:     {when}",
+        "",
+    ]
+    fields = [
+        ("Format", config.get("format")),
+        ("Architecture", config.get("architecture")),
+        ("Parameters", config.get("parameters")),
+        ("Size", config.get("size")),
+        ("Quantization", config.get("quantization")),
+        ("Context Size", context_size(config)),
+    ]
+    lines += [f"{label + ':':<14}{value}" for label, value in fields if value not in (None, "")]
+    for title, key in (("GGUF Metadata", "gguf"), ("Safetensors Metadata", "safetensors")):
+        metadata = config.get(key)
+        if isinstance(metadata, Mapping) and metadata:
+            lines += ["", f"{title}:", *(f"  {name}: {value}" for name, value in metadata.items())]
+    return "\n".join(lines)
+
+
+def _plain_tag(tag: str) -> str:
+    """A stored tag as a user would type it back ("docker.io/ai/x:v1" -> "ai/x:v1")."""
+    try:
+        return parse_reference(tag).normalized
+    except InvalidReference:
+        return tag
 
 
 def pretty_json(value: Any) -> str:

@@ -223,3 +223,21 @@ def test_unix_socket_host(
         stop_api(api)
     assert code == 0
     assert out == f"{tiny_model.id[7:19]}\n"
+
+
+def test_show_prints_the_model_in_words(
+    api: ApiProcess, tiny_model: StoredModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_cli(capsys, "tag", "tiny", "tiny:two")
+    code, out, _ = run_cli(capsys, "show", "tiny")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"Model:       {tiny_model.id}"
+    assert lines[1] == "Tags:        ai/tiny:latest, ai/tiny:two"
+    assert lines[2].startswith("Created:     20")
+    assert lines[3] == ""
+    assert lines[4] == "Format:       gguf"
+    assert lines[5] == "Architecture: llama"
+    assert "Context Size: 512" in lines
+    assert "GGUF Metadata:" in lines
+    assert "  general.architecture: llama" in lines
