@@ -217,16 +217,29 @@ async def test_a_config_that_does_not_match_its_digest_is_refused(
     assert_nothing_stored(runner)
 
 
+async def push_random_layer(
+    registry: RunningRegistry,
+    tmp_path: Path,
+    repository: str,
+    served: int,
+    declared: int | None = None,
+) -> dict[str, object]:
+    """Push `repository`:v1 with one GGUF layer of `served` random bytes; its manifest says
+    `declared` bytes (default: the truth). Returns the layer's descriptor."""
+    blob = tmp_path / f"{repository.replace('/', '-')}.gguf"
+    blob.write_bytes(os.urandom(served))
+    layer = {**describe(blob, media_types.GGUF), "size": declared or served}
+    manifest = manifest_for(CONFIG, media_types.CONFIG_V01, [layer])
+    await push_model(registry.url, repository, "v1", manifest, CONFIG, [blob])
+    return layer
+
+
 @pytest.mark.parametrize(("declared", "served"), [(6000, 5000), (4000, 5000)])
 async def test_a_blob_of_another_size_than_declared_fails_at_once_and_leaves_nothing(
     registry: RunningRegistry, runner: ModelRunner, tmp_path: Path, declared: int, served: int
 ) -> None:
-    blob = tmp_path / "weights.gguf"
-    blob.write_bytes(os.urandom(served))
-    layer = {**describe(blob, media_types.GGUF), "size": declared}
-    manifest = manifest_for(CONFIG, media_types.CONFIG_V01, [layer])
     repository = f"errors/size-{declared}"
-    await push_model(registry.url, repository, "v1", manifest, CONFIG, [blob])
+    layer = await push_random_layer(registry, tmp_path, repository, served, declared)
     proxy = FaultProxy(registry.host)
     await proxy.start()
     try:
@@ -248,11 +261,7 @@ async def test_a_partial_longer_than_the_registrys_blob_is_dropped_not_resumed(
 ) -> None:
     """A partial left by an older pull reaches past the blob's end: the 416 is not the user's
     problem; the partial goes and the blob's real size is reported."""
-    blob = tmp_path / "weights.gguf"
-    blob.write_bytes(os.urandom(5000))
-    layer = {**describe(blob, media_types.GGUF), "size": 6000}
-    manifest = manifest_for(CONFIG, media_types.CONFIG_V01, [layer])
-    await push_model(registry.url, "errors/long-partial", "v1", manifest, CONFIG, [blob])
+    layer = await push_random_layer(registry, tmp_path, "errors/long-partial", 5000, 6000)
     blobs = runner.settings.models_path / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
     (blobs / f"{str(layer['digest'])[7:]}.incomplete").write_bytes(os.urandom(5500))
@@ -276,11 +285,7 @@ async def test_a_partial_longer_than_the_registrys_blob_is_dropped_not_resumed(
 async def test_a_connection_cut_mid_blob_is_resumed(
     registry: RunningRegistry, runner: ModelRunner, tmp_path: Path
 ) -> None:
-    blob = tmp_path / "weights.gguf"
-    blob.write_bytes(os.urandom(3 << 20))
-    layer = describe(blob, media_types.GGUF)
-    manifest = manifest_for(CONFIG, media_types.CONFIG_V01, [layer])
-    await push_model(registry.url, "errors/cut", "v1", manifest, CONFIG, [blob])
+    layer = await push_random_layer(registry, tmp_path, "errors/cut", 3 << 20)
     proxy = FaultProxy(registry.host, drop_after=1 << 20)
     await proxy.start()
     try:
@@ -295,11 +300,7 @@ async def test_a_connection_cut_mid_blob_is_resumed(
 async def test_a_registry_gone_for_good_mid_pull_fails_clearly_and_keeps_the_partial(
     registry: RunningRegistry, runner: ModelRunner, tmp_path: Path
 ) -> None:
-    blob = tmp_path / "weights.gguf"
-    blob.write_bytes(os.urandom(3 << 20))
-    layer = describe(blob, media_types.GGUF)
-    manifest = manifest_for(CONFIG, media_types.CONFIG_V01, [layer])
-    await push_model(registry.url, "errors/gone", "v1", manifest, CONFIG, [blob])
+    layer = await push_random_layer(registry, tmp_path, "errors/gone", 3 << 20)
     proxy = FaultProxy(registry.host, drop_after=1 << 20)
     await proxy.start()
     runner.puller.options = TransferOptions(backoff=0.5, retries=2)
