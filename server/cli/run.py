@@ -1,4 +1,4 @@
-"""`modelrunner run`: one prompt streamed to stdout, or a simple `> ` chat loop."""
+"""`modelrunner run`: one prompt streamed to stdout, or an interactive session (chat_session)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from modelrunner.server.cli.chat_session import ChatSession, LineReader, default_history
 from modelrunner.server.cli.client import ApiClient, CliError, ServerError
-
-EXIT_COMMANDS = ("/bye", "/exit")
 
 
 def read_piped_stdin(stdin: TextIO) -> str | None:
@@ -77,45 +76,13 @@ def run_model(
             prompt = f"{prompt}\n\n{piped}" if prompt else piped
         if not prompt.strip():
             raise CliError("nothing to send: the prompt and stdin are empty")
-    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
     if prompt:
+        system = [{"role": "system", "content": system_prompt}] if system_prompt else []
         stream_answer(client, model, [*system, {"role": "user", "content": prompt}], out, options)
         return 0
-    return chat_loop(client, model, stdin, out, system, options)
+    reader = LineReader(stdin, out, default_history() if stdin is sys.stdin else None)
 
+    def answer(messages: list[dict[str, Any]]) -> str:
+        return stream_answer(client, model, messages, out, options)
 
-def chat_loop(
-    client: ApiClient,
-    model: str,
-    stdin: TextIO,
-    out: TextIO,
-    system: list[dict[str, Any]] | None = None,
-    options: Mapping[str, Any] | None = None,
-) -> int:
-    """A line-at-a-time conversation; the history is kept in memory for the session."""
-    messages: list[dict[str, Any]] = list(system or [])
-    out.write(f"Chatting with {model}. Type /bye or press Ctrl-D to leave.\n")
-    while True:
-        out.write("> ")
-        out.flush()
-        line = stdin.readline()
-        if not line:
-            out.write("\n")
-            return 0
-        text = line.strip()
-        if not text:
-            continue
-        if text in EXIT_COMMANDS:
-            return 0
-        messages.append({"role": "user", "content": text})
-        try:
-            answer = stream_answer(client, model, messages, out, options)
-        except KeyboardInterrupt:
-            messages.pop()
-            out.write("\n")
-            continue
-        except ServerError as error:  # e.g. the context is full: say so and keep the session
-            messages.pop()
-            print(f"modelrunner: {error.message}", file=sys.stderr)
-            continue
-        messages.append({"role": "assistant", "content": answer})
+    return ChatSession(client, model, reader, answer, system_prompt).run()

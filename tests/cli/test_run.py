@@ -124,6 +124,7 @@ def test_interactive_history_is_kept() -> None:
     client, out = RecordingClient(), io.StringIO()
     assert run_model(client, "m", "", TerminalInput("one\ntwo\n"), out) == 0
     assert [m["content"] for m in client.sent[1]["messages"]] == ["one", "ok", "two"]
+    assert out.getvalue().startswith("Chatting with m. Type /? for help, /bye or Ctrl-D to leave.")
     assert out.getvalue().endswith("> ok\n> \n")
 
 
