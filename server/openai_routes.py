@@ -167,6 +167,9 @@ async def proxy(request: Request) -> Response:
     _check_backend(request)
     body = await read_body(request)
     model, keep_alive = requested_model(body)
+    if request.headers.get("x-preload-only") == "true":  # DMR: load, answer 200 with no body
+        await _runner(request).load(model, upstream_path(request.url.path), keep_alive=keep_alive)
+        return Response(status_code=200)
     forwarding = _runner(request).forward(
         model,
         upstream_path(request.url.path),

@@ -148,6 +148,31 @@ async def test_configure_validation(api: httpx.AsyncClient) -> None:
     assert_plain_error(unknown, 404, "backend not found")
 
 
+async def test_preload_only_loads_the_model_and_asks_it_nothing(
+    api: httpx.AsyncClient, engine: ModelRunner
+) -> None:
+    """DMR's X-Preload-Only (sent by `docker model run` before the first prompt): 200, no body,
+    the runner ready; an empty message list would have been a 400 from llama-server."""
+    body = {"model": "ai/tiny", "messages": []}
+    response = await api.post(
+        "/engines/v1/chat/completions", json=body, headers={"X-Preload-Only": "true"}
+    )
+    assert (response.status_code, response.content) == (200, b"")
+    [runner] = engine.running()
+    assert runner.mode == "completion"
+    assert runner.state in ("ready", "idle")  # loaded, serving nobody
+    embeddings = await api.post(
+        "/engines/v1/embeddings", json={"model": "ai/tiny"}, headers={"X-Preload-Only": "true"}
+    )
+    assert embeddings.status_code == 200
+    assert sorted(info.mode for info in engine.running()) == ["completion", "embedding"]
+    missing = await api.post(
+        "/engines/v1/chat/completions", json={"model": "ai/missing"},
+        headers={"X-Preload-Only": "true"},
+    )  # fmt: skip
+    assert missing.status_code == 404
+
+
 async def test_configure_refuses_flag_values_llama_server_refuses(
     api: httpx.AsyncClient, llama_server: Path
 ) -> None:
