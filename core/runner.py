@@ -371,6 +371,20 @@ class ModelRunner:
         response.on_close = finished
         return response
 
+    async def load(
+        self, reference: str, path: str = "/v1/chat/completions", *, keep_alive: float | None = None
+    ) -> None:
+        """Load the model's runner for `path` and return once it is ready, asking it nothing
+        (DMR's `X-Preload-Only: true`, sent by `docker model run` before its first prompt).
+
+        Raises:
+            InvalidInput: No runner mode serves `path`.
+        """
+        if not path.startswith("/"):
+            raise InvalidInput(f"invalid upstream path {path!r}")
+        lease = await self.pool.checkout(reference, mode=mode_for_path(path), keep_alive=keep_alive)
+        lease.release()
+
     async def chat(
         self, reference: str, messages: list[dict[str, Any]], **options: Any
     ) -> AsyncIterator[str]:
