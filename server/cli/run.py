@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -53,6 +55,23 @@ def ensure_model(client: ApiClient, model: str) -> None:
     pull(client, parse_reference(model).normalized, out=sys.stderr)
 
 
+def preload_in_background(client: ApiClient, model: str) -> threading.Thread:
+    """Load the model while the user types the first message (DMR's X-Preload-Only request);
+    a failure is left for the first message to report."""
+
+    def preload() -> None:
+        body = {"model": model, "messages": []}
+        with contextlib.suppress(CliError):
+            client.request(
+                "POST", "/engines/v1/chat/completions", json=body,
+                headers={"X-Preload-Only": "true"}, timeout=None,
+            )  # fmt: skip
+
+    thread = threading.Thread(target=preload, name="preload", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_model(
     client: ApiClient,
     model: str,
@@ -80,6 +99,7 @@ def run_model(
         system = [{"role": "system", "content": system_prompt}] if system_prompt else []
         stream_answer(client, model, [*system, {"role": "user", "content": prompt}], out, options)
         return 0
+    preload_in_background(client, model)
     reader = LineReader(stdin, out, default_history() if stdin is sys.stdin else None)
 
     def answer(messages: list[dict[str, Any]]) -> str:

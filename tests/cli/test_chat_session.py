@@ -17,6 +17,7 @@ import pytest
 
 from modelrunner.server.cli.chat_session import ChatSession, LineReader
 from modelrunner.server.cli.client import ApiClient, ServerError
+from modelrunner.server.cli.run import preload_in_background
 
 
 class ScriptedReader(LineReader):
@@ -47,10 +48,12 @@ class ConfiguringClient(ApiClient):
     def __init__(self, refuse: bool = False) -> None:
         super().__init__("http://127.0.0.1:9")
         self.requests: list[tuple[str, str, Any]] = []
+        self.headers: list[Any] = []
         self.refuse = refuse
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         self.requests.append((method, path, kwargs.get("json")))
+        self.headers.append(kwargs.get("headers"))
         if self.refuse:
             raise ServerError(409, "runner for ai/m is busy")
         return httpx.Response(202)
@@ -149,6 +152,18 @@ def test_ctrl_c_during_an_answer_drops_that_turn() -> None:
 
     ChatSession(ConfiguringClient(), "ai/m", reader, answer).run()
     assert calls == [1, 1]  # the interrupted turn is not in the second request
+
+
+def test_the_model_loads_in_the_background_while_the_user_types() -> None:
+    client = ConfiguringClient()
+    preload_in_background(client, "ai/m").join(timeout=10)
+    assert client.requests == [
+        ("POST", "/engines/v1/chat/completions", {"model": "ai/m", "messages": []})
+    ]
+    assert client.headers == [{"X-Preload-Only": "true"}]
+    refused = ConfiguringClient(refuse=True)  # a failure is left to the first message
+    preload_in_background(refused, "ai/m").join(timeout=10)
+    assert len(refused.requests) == 1
 
 
 _READ_TWICE = """
