@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ class Settings:
     """Rebuildable files: the llama-server build, fetched model packages."""
     state_dir: Path
     """Logs and other state worth keeping across runs."""
+    log_dir: Path | None = None
+    """MODEL_RUNNER_LOG_DIR: DMR's service and engine log files, served by GET /logs (None: no
+    log files). `load()` defaults it to DMR's `$TMPDIR/model-runner-logs`."""
     host: str = "127.0.0.1"
     """Address the HTTP API binds to."""
     port: int = DEFAULT_PORT
@@ -124,6 +128,7 @@ class Settings:
             "config_dir": config_dir,
             "cache_dir": Path(platformdirs.user_cache_dir(APP_NAME)),
             "state_dir": Path(platformdirs.user_state_dir(APP_NAME)),
+            "log_dir": Path(tempfile.gettempdir()) / "model-runner-logs",
         }
         values.update(_read_config_file(config_file))
         values.update(_read_environment(env))
@@ -161,6 +166,7 @@ _FILE_KEYS: dict[str, type] = {
     "queue_timeout": float,
     "cache_dir": Path,
     "state_dir": Path,
+    "log_dir": Path,
 }
 
 
@@ -260,6 +266,8 @@ def _read_environment(env: Mapping[str, str]) -> dict[str, Any]:
         values["host"] = host
     if path := env.get("MODELS_PATH", "").strip():
         values["models_path"] = Path(path).expanduser()
+    if path := env.get("MODEL_RUNNER_LOG_DIR", "").strip():
+        values["log_dir"] = Path(path).expanduser()
     if path := env.get("LLAMA_SERVER_PATH", "").strip():
         values["llama_server_path"] = Path(path).expanduser()
     if "LLAMA_ARGS" in env and env["LLAMA_ARGS"].strip():

@@ -17,6 +17,7 @@ _ISOLATED_VARIABLES = (
     "MODELS_PATH",
     "LLAMA_ARGS", "LLAMA_SERVER_VERSION", "DISABLE_SERVER_UPDATE", "DISABLE_METRICS",
     "MODEL_RUNNER_RUNTIME_MEMORY_CHECK", "DEBUG", "DO_NOT_TRACK", "MODELRUNNER_CONFIG",
+    "MODEL_RUNNER_LOG_DIR",
 )  # fmt: skip
 
 
@@ -24,8 +25,9 @@ _ISOLATED_VARIABLES = (
 def hermetic_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep every test away from the user's config, cache, store and servers.
 
-    XDG dirs point into a tmp dir; LLAMA_SERVER_PATH points at the real binary so nothing ever
-    triggers a 5-minute build by accident; the default model is not seeded unless a test asks.
+    XDG dirs and MODEL_RUNNER_LOG_DIR point into a tmp dir; LLAMA_SERVER_PATH points at the real
+    binary so nothing ever triggers a 5-minute build by accident; the default model is not seeded
+    unless a test asks.
     """
     home = tmp_path_factory.mktemp("home")
     saved = dict(os.environ)
@@ -38,6 +40,7 @@ def hermetic_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
             "XDG_CACHE_HOME": str(home / ".cache"),
             "XDG_STATE_HOME": str(home / ".local" / "state"),
             "MODELRUNNER_SEED_DEFAULT_MODEL": "0",
+            "MODEL_RUNNER_LOG_DIR": str(home / "model-runner-logs"),
         }
     )
     if REAL_LLAMA_SERVER is not None:
@@ -59,6 +62,7 @@ def settings(tmp_path: Path) -> Settings:
         config_dir=tmp_path / "config",
         cache_dir=tmp_path / "cache",
         state_dir=tmp_path / "state",
+        log_dir=tmp_path / "logs",
         llama_server_path=REAL_LLAMA_SERVER,
         seed_default_model=False,
         port=0,

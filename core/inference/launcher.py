@@ -27,6 +27,7 @@ from modelrunner.core.inference.memory import estimate_for_argv
 from modelrunner.core.inference.modes import COMPLETION
 from modelrunner.core.inference.process import ProcessState
 from modelrunner.core.inference.runners import Prepared, RunnerKey, StoreLike
+from modelrunner.core.log_files import ENGINE_LOG, LogFile
 from modelrunner.core.settings import Settings
 from modelrunner.core.system.gpu import GpuSampler
 
@@ -51,6 +52,10 @@ class Launcher:
         self._has_gpu: bool | None = None
         self._engine: LlamaServerBinary | None = None
         self._engine_lock = asyncio.Lock()
+        self.engine_log = (
+            None if settings.log_dir is None else LogFile(settings.log_dir / ENGINE_LOG)
+        )
+        """DMR's engine log: every runner's output lines, bracket-stamped (None: not kept)."""
 
     async def engine(self) -> LlamaServerBinary:
         """The llama-server binary, found or built once."""
@@ -155,6 +160,7 @@ class Launcher:
             sandbox=self.settings.sandbox,
             on_load_stage=on_load_stage,
             alias=name,
+            engine_log=self.engine_log,
         )
 
     def log_file(self, key: RunnerKey) -> Path:

@@ -23,6 +23,7 @@ from modelrunner.core.inference.process import (
     SupervisedProcess,
 )
 from modelrunner.core.inference.sandbox import SandboxPaths, sandbox_tool, sandboxed_argv
+from modelrunner.core.log_files import LogFile
 
 DEFAULT_BASE_ARGS = ("-ngl", "999", "--metrics")
 """DMR's base arguments on Linux; LLAMA_ARGS replaces them."""
@@ -259,6 +260,7 @@ class LlamaServer:
         sandbox: bool | None = None,
         on_load_stage: Callable[[str], None] | None = None,
         alias: str | None = None,
+        engine_log: LogFile | None = None,
     ) -> None:
         """A stopped runner; `start()` launches it.
 
@@ -266,6 +268,8 @@ class LlamaServer:
             mode, config, draft: As for build_argv (a `_configure`d config and its draft model).
             sandbox: Run llama-server in the sandbox: True requires it, False never, None
                 follows MODELRUNNER_SANDBOX and otherwise sandboxes wherever bubblewrap works.
+            engine_log: DMR's engine log, shared by every runner: each output line goes there
+                too, bracket-stamped.
 
         Raises:
             InvalidInput: LLAMA_ARGS sets what we set per model, or the mode is unsupported.
@@ -308,6 +312,7 @@ class LlamaServer:
         self.last_used = time.time()
         self._on_state = on_state
         self._on_load_stage = on_load_stage
+        self._engine_log = engine_log
         self.load_stage = ""
         """The last loading stage llama-server announced ("loading the model", "listening")."""
         self.process = SupervisedProcess(
@@ -317,6 +322,8 @@ class LlamaServer:
         )
 
     def _line(self, line: str) -> None:
+        if self._engine_log is not None:
+            self._engine_log.write_line(line)
         if self._on_load_stage is not None and self.process.state is ProcessState.STARTING:
             stage = load_stage(line)
             if stage is not None and stage != self.load_stage:
