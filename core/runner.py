@@ -13,7 +13,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ from modelrunner.core.inference.pool import RunnerInfo, RunnerPool
 from modelrunner.core.inference.sandbox import sandbox_tool
 from modelrunner.core.inference.scheduler import EvictionPreview
 from modelrunner.core.inference.upstream import UpstreamResponse
+from modelrunner.core.log_stream import stream_logs
 from modelrunner.core.references import parse_reference
 from modelrunner.core.seeding import seed_default_model
 from modelrunner.core.settings import Settings
@@ -137,6 +138,26 @@ class ModelRunner:
             await self.pool.unload([model.id])
         self.bus.publish(ModelsChanged())
         return result
+
+    async def purge(self) -> None:
+        """Delete every model (DMR's DELETE /models/purge): pulls are cancelled and every runner
+        is stopped first, busy or not, since their files are about to go.
+
+        Raises:
+            CoreError: 500 "error while purging models: …" (e.g. the store root holds no
+                layout.json, which DMR also refuses to wipe).
+        """
+        for pull in self.puller.active():
+            await self.puller.cancel(pull.reference)
+        await self.pool.unload(None, include_busy=True)
+        try:
+            await asyncio.to_thread(self.store.reset)
+        except CoreError as error:
+            log.warning("failed to purge models: %s", error.message)
+            raise CoreError(f"error while purging models: {error.message}") from error
+        finally:
+            self.bus.publish(ModelsChanged())
+        log.info("purged the model store at %s", self.store.root)
 
     async def package_model(
         self,
@@ -478,6 +499,15 @@ class ModelRunner:
         return await self.pool.unload(ids, include_busy=include_busy)
 
     # -- housekeeping (core/store/housekeeping.py, fsck.py, updates.py) ---------------------
+
+    def logs(self, *, follow: bool, engines: bool = True) -> AsyncGenerator[bytes, None]:
+        """GET /logs: the service and engine logs merged by time; new lines too with `follow`.
+
+        Raises:
+            LogNotFound: There is no service log (checked now, before anything is streamed).
+            LogsUnavailable: Log files are turned off (no log directory).
+        """
+        return stream_logs(self.settings.log_dir, follow=follow, engines=engines)
 
     async def disk_usage(self) -> housekeeping.DiskUsage:
         """The store's and the engine's disk usage, each file counted once (GET /engines/df)."""

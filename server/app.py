@@ -14,7 +14,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from modelrunner.core.errors import CoreError
-from modelrunner.server import engines_routes, housekeeping_routes, models_routes, openai_routes
+from modelrunner.server import (
+    engines_routes,
+    housekeeping_routes,
+    logs_routes,
+    models_routes,
+    ollama_routes,
+    openai_routes,
+)
 from modelrunner.server.errors import (
     ApiError,
     handle_api_error,
@@ -70,9 +77,11 @@ def build_app(runner: ModelRunner, *, manage_runner: bool = True) -> Starlette:
     table: list[BaseRoute] = [
         Route("/", root, methods=["GET", "HEAD"]),
         Route("/version", get_version, methods=["GET"]),
+        *logs_routes.routes(),
         *housekeeping_routes.routes(),  # before /models/{name:path}
         *models_routes.routes(),
         *openai_routes.routes(),
+        *ollama_routes.routes(),
         *engines_routes.routes(runner.settings),
     ]
     app = Starlette(

@@ -53,6 +53,12 @@ async def delete_model(request: Request) -> Response:
     return JSONResponse(actions)
 
 
+async def purge_models(request: Request) -> Response:
+    """DELETE /models/purge: every model deleted, runners stopped first; 200 with no body (DMR)."""
+    await _runner(request).purge()
+    return Response(status_code=200)
+
+
 async def model_action(request: Request) -> Response:
     """POST /models/{name…}/{action}: `tag` and `push`; the rest of DMR's actions slot in here."""
     name, _, action = request.path_params["name"].rpartition("/")
@@ -96,6 +102,7 @@ def routes() -> list[BaseRoute]:
         Route("/models", list_models, methods=["GET"]),
         Route("/models/load", load_model, methods=["POST"]),
         Route("/models/create", distribution_routes.create_model, methods=["POST"]),
+        Route("/models/purge", purge_models, methods=["DELETE"]),  # DMR: not a model's name
         Route("/models/{name:path}", get_model, methods=["GET"]),
         Route("/models/{name:path}", delete_model, methods=["DELETE"]),
         Route("/models/{name:path}", model_action, methods=["POST"]),

@@ -18,31 +18,43 @@ from typing import Any
 import uvicorn
 
 from modelrunner.core.errors import CoreError
+from modelrunner.core.log_files import SERVICE_LOG, open_log_dir
 from modelrunner.core.settings import Settings
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("modelrunner.server.serve")  # not "__main__" under python -m
 
 _LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
-def logging_config(debug: bool) -> dict[str, Any]:
-    """Everything, access log included, to stderr: stdout stays free for whoever runs us."""
+def logging_config(debug: bool, log_dir: Path | None = None) -> dict[str, Any]:
+    """Everything, access log included, to stderr: stdout stays free for whoever runs us.
+
+    With a `log_dir` the same records also go, bracket-stamped, to DMR's service log there
+    (`inference.log`, which GET /logs serves).
+    """
     level = "DEBUG" if debug else "INFO"
+    handlers: dict[str, Any] = {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "stream": "ext://sys.stderr",
+        }
+    }
+    if log_dir is not None:
+        handlers["service_log"] = {
+            "()": "modelrunner.core.log_files.ServiceLogHandler",
+            "directory": str(log_dir),
+        }
+    names = list(handlers)
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"plain": {"format": _LOG_FORMAT}},
-        "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "plain",
-                "stream": "ext://sys.stderr",
-            }
-        },
+        "handlers": handlers,
         "loggers": {
-            "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
-            "uvicorn.access": {"handlers": ["stderr"], "level": level, "propagate": False},
-            "modelrunner": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "uvicorn": {"handlers": names, "level": level, "propagate": False},
+            "uvicorn.access": {"handlers": names, "level": level, "propagate": False},
+            "modelrunner": {"handlers": names, "level": level, "propagate": False},
         },
     }
 
@@ -112,11 +124,12 @@ def build_server(settings: Settings) -> tuple[ApiServer, list[socket.socket] | N
     from modelrunner.server.app import build_app
 
     app = build_app(ModelRunner(settings))
+    log_dir = open_log_dir(settings.log_dir)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        log_config=logging_config(settings.debug),
+        log_config=logging_config(settings.debug, log_dir),
         lifespan="on",
         timeout_graceful_shutdown=5,
         server_header=False,
@@ -142,6 +155,11 @@ def serve(settings: Settings) -> int:
     if not sockets and not _is_loopback(settings.host):
         logger.warning("serving on %s: the API has no authentication", settings.host)
     logger.info("modelrunner API on %s (models in %s)", where, settings.models_path)
+    if settings.log_dir is not None:
+        if (settings.log_dir / SERVICE_LOG).is_file():
+            logger.info("logs in %s (GET /logs)", settings.log_dir)
+        else:
+            logger.warning("cannot write logs to %s: GET /logs has none", settings.log_dir)
     try:
         server.run(sockets=sockets)
     except SystemExit as stop:  # uvicorn exits when it cannot bind or start the app

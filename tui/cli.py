@@ -108,13 +108,15 @@ def run_app(settings: Settings) -> int:
 
 
 def _log_to_file(settings: Settings) -> None:
-    """Send log records to a file: anything written to stderr would scribble over the screen."""
-    try:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(settings.state_dir / "modelrunner-tui.log")
-    except OSError:
-        handler = logging.NullHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    """Send log records to DMR's service log in MODEL_RUNNER_LOG_DIR, never to stderr.
+
+    Anything written to stderr would scribble over the screen. The runners' output goes to the
+    engine log beside it (the core writes that), so both files read as a headless server's do.
+    """
+    from modelrunner.core.log_files import ServiceLogHandler, open_log_dir
+
+    directory = open_log_dir(settings.log_dir)
+    handler = logging.NullHandler() if directory is None else ServiceLogHandler(directory)
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if settings.debug else logging.INFO)

@@ -15,6 +15,7 @@ from typing import IO, Any, BinaryIO
 
 from modelrunner.core.errors import (
     Conflict,
+    CoreError,
     InvalidInput,
     InvalidReference,
     ModelNotFound,
@@ -278,6 +279,37 @@ class ModelStore:
             result = [{"Untagged": tag} for tag in entry.tags]
             self._delete(index, entry)
             return [*result, {"Deleted": entry.id}]
+
+    def reset(self) -> None:
+        """Delete everything under the root, then lay out an empty store (DMR's purge).
+
+        Our `.lock` stays: it is the lock held while this runs, and other processes hold it too.
+
+        Raises:
+            StoreCorrupt: The root holds files but no layout.json, so it may not be a model store
+                (a mistyped MODELS_PATH): nothing is deleted, as DMR refuses too.
+            CoreError: Something under the root could not be deleted.
+        """
+        root = self.layout.root
+        with self._lock.hold(exclusive=True):
+            found = list(root.iterdir()) if root.is_dir() else []
+            entries = [path for path in found if path != self.layout.lock_file]
+            if entries and not self.layout.layout_file.exists():
+                raise StoreCorrupt(
+                    f"refusing to reset: directory {str(root)!r} does not appear to be a model "
+                    "store (missing layout.json)"
+                )
+            for path in entries:
+                try:
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+                except OSError as error:
+                    raise CoreError(f"removing {path}: {error.strerror or error}") from error
+            self._index_seen = None
+            self._descriptions.clear()
+            self.layout.initialise()
 
     @staticmethod
     def _names_tag(index: Index, entry: IndexEntry, reference: str) -> ModelReference | None:

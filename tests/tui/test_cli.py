@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,26 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith("modelrunner-tui ")
+
+
+def test_the_app_logs_to_the_service_log_and_never_to_stderr(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    from modelrunner.core.log_files import SERVICE_LOG
+
+    settings = Settings.load().with_changes(log_dir=tmp_path / "logs")
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    try:
+        cli._log_to_file(settings)
+        logging.getLogger("modelrunner.tui.app").warning("a pull failed: %s", "refused")
+    finally:
+        for handler in root.handlers[len(before) :]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+    assert capfd.readouterr().err == ""
+    (line,) = (tmp_path / "logs" / SERVICE_LOG).read_text().splitlines()
+    assert line.endswith("] WARNING modelrunner.tui.app: a pull failed: refused")
+    assert re.match(r"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z\] ", line)
