@@ -276,7 +276,30 @@ class ApiClient:
 
     def remove(self, name: str, *, force: bool) -> list[dict[str, Any]]:
         params = {"force": "true" if force else "false"}
-        return self.json_list("DELETE", f"/models/{model_path(name)}", params=params)
+        path = model_path(name)
+        if path == "purge":  # DELETE /models/purge wipes the store: name the model in full
+            path = parse_reference(name).normalized
+        return self.json_list("DELETE", f"/models/{path}", params=params)
+
+    def purge(self) -> None:
+        """DELETE /models/purge: every model goes."""
+        self.request("DELETE", "/models/purge")
+
+    def stream_logs(self, *, follow: bool, engines: bool) -> Iterator[bytes]:
+        """GET /logs: the merged logs' bytes as they come (until the server ends the stream)."""
+        params = {"follow": "true"} if follow else {}
+        if not engines:
+            params["no-engines"] = "true"
+        try:
+            with self._http.stream(
+                "GET", "/logs", params=params, timeout=_STREAM_TIMEOUT
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ServerError(response.status_code, error_message(response))
+                yield from response.iter_raw()
+        except httpx.TransportError as error:
+            raise self.transport_error(error) from error
 
     def load(self, archive: Iterable[bytes]) -> str:
         """POST /models/load with a DMR export tarball streamed from `archive`; returns the ID."""

@@ -1,4 +1,4 @@
-"""CLI verbs for store housekeeping: df, prune, fsck, updates (over the HTTP API)."""
+"""CLI verbs for store housekeeping: df, prune, purge, fsck, updates (over the HTTP API)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def decimal_size(size: float) -> str:
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add df, prune, fsck and updates to the `modelrunner` parser."""
+    """Add df, prune, purge, fsck and updates to the `modelrunner` parser."""
     df = commands.add_parser("df", help="show disk usage of models and the inference engine")
     df.add_argument("--json", action="store_true", help="print the server's answer as JSON")
     df.set_defaults(handler=cmd_df)
@@ -39,6 +39,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     prune.add_argument("--json", action="store_true", help="print the report as JSON")
     prune.set_defaults(handler=cmd_prune)
+
+    purge = commands.add_parser("purge", help="remove all models (asks first)")
+    purge.add_argument(
+        "-f", "--force", action="store_true", help="remove them without asking for confirmation"
+    )
+    purge.set_defaults(handler=cmd_purge)
 
     fsck = commands.add_parser("fsck", help="re-hash every blob and manifest; report problems")
     fsck.add_argument("--repair", action="store_true", help="repair what can be repaired")
@@ -124,6 +130,23 @@ def cmd_prune(client: ApiClient, args: argparse.Namespace) -> int:
     report = client.json_object("POST", "/models/prune", params=params)
     print(output.pretty_json(report) if args.json else prune_text(report))
     return 1 if report.get("errors") else 0
+
+
+def cmd_purge(client: ApiClient, args: argparse.Namespace) -> int:
+    """As `docker model purge`: confirm unless --force, unload every model, wipe the store."""
+    if not args.force:
+        print("WARNING! This will remove the entire models directory.", file=sys.stderr)
+        print("Are you sure you want to continue? [y/N] ", end="", file=sys.stderr, flush=True)
+        answer = sys.stdin.readline()
+        if not answer:
+            print(file=sys.stderr)
+            raise CliError("no answer (stdin is closed): `purge --force` purges without asking")
+        if answer.strip() not in ("y", "Y"):
+            print("Operation cancelled.", file=sys.stderr)
+            return 0
+    client.json_object("POST", "/engines/unload", json={"all": True})
+    client.purge()
+    return 0
 
 
 def fsck_text(report: Mapping[str, Any]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from modelrunner.core.errors import CoreError
 from modelrunner.core.references import parse_reference
-from modelrunner.server.cli import engines, housekeeping, output, transfer
+from modelrunner.server.cli import engines, housekeeping, logs, output, transfer
 from modelrunner.server.cli.client import (
     ApiClient,
     CliError,
@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     engines.add_commands(commands)
 
     housekeeping.add_commands(commands)
+
+    logs.add_commands(commands)
 
     version = commands.add_parser("version", help="show the client and server versions")
     version.set_defaults(handler=cmd_version)
