@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,20 @@ def test_chat_defaults_suit_small_models_and_can_be_replaced(tmp_path: Path) -> 
     config.write_text("chat_options = 3\n")
     with pytest.raises(SettingsError, match="chat_options: expected a table"):
         Settings.load({"MODELRUNNER_CONFIG": str(config)})
+
+
+def test_log_dir_is_dmrs_tmpdir_default_unless_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR afresh
+    none = str(tmp_path / "none.toml")
+    assert Settings.load({"MODELRUNNER_CONFIG": none}).log_dir == (
+        tmp_path / "tmp" / "model-runner-logs"
+    )
+    config = tmp_path / "config.toml"
+    config.write_text(f'log_dir = "{tmp_path / "from-file"}"\n')
+    assert Settings.load({"MODELRUNNER_CONFIG": str(config)}).log_dir == tmp_path / "from-file"
+    env = {"MODELRUNNER_CONFIG": str(config), "MODEL_RUNNER_LOG_DIR": str(tmp_path / "env")}
+    assert Settings.load(env).log_dir == tmp_path / "env"
