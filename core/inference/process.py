@@ -56,24 +56,42 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     return preexec
 
 
+OUTPUT_FILE_MAX_BYTES = 4 * 1024 * 1024
+"""A mirror file past this is renamed to `<name>.1` (one generation kept), so a model's output
+file stays bounded however many times it is loaded."""
+
+
 class OutputLog:
-    """The last lines a process wrote, optionally mirrored to a file."""
+    """The last lines a process wrote, optionally mirrored to a bounded file."""
 
     def __init__(
         self,
         max_lines: int = 200,
         path: Path | None = None,
         on_line: Callable[[str], None] | None = None,
+        max_file_bytes: int = OUTPUT_FILE_MAX_BYTES,
     ) -> None:
         self.lines: deque[str] = deque(maxlen=max_lines)
         """The newest lines, oldest first, without line endings."""
         self.path = path
         self.on_line = on_line
         """Called with each line as it arrives (e.g. to follow a model's loading)."""
+        self.max_file_bytes = max_file_bytes
         self._file: IO[str] | None = None
+        self._file_bytes = 0
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", encoding="utf-8")
+            self._open()
+
+    def _open(self) -> None:
+        assert self.path is not None
+        self._file = self.path.open("a", encoding="utf-8")
+        self._file_bytes = self._file.tell()
+        if self._file_bytes > self.max_file_bytes:
+            self._file.close()
+            self.path.replace(self.path.with_name(self.path.name + ".1"))
+            self._file = self.path.open("a", encoding="utf-8")
+            self._file_bytes = 0
 
     def append(self, line: str) -> None:
         self.lines.append(line)
@@ -82,6 +100,10 @@ class OutputLog:
         if self._file is not None:
             self._file.write(line + "\n")
             self._file.flush()
+            self._file_bytes += len(line.encode("utf-8", "replace")) + 1
+            if self._file_bytes > self.max_file_bytes:
+                self._file.close()
+                self._open()
 
     def tail(self, count: int = 20) -> list[str]:
         """The last `count` lines."""

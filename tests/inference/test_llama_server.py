@@ -19,7 +19,7 @@ from modelrunner.core.inference.llama_server import (
     probe_health,
     sweep_stale_runtime_dirs,
 )
-from modelrunner.core.inference.process import ProcessState
+from modelrunner.core.inference.process import OutputLog, ProcessState
 from modelrunner.core.settings import Settings
 from tests.inference.engine_fakes import FakeBundle, process_gone, wait_until
 
@@ -266,3 +266,23 @@ def test_failure_reason_is_the_error_lines_else_the_last_lines(
     lines: list[str], reason: str
 ) -> None:
     assert failure_reason(lines) == reason
+
+
+def test_a_runners_output_file_stays_bounded_across_loads(tmp_path: Path) -> None:
+    """One file per model and mode is appended to at every load: past its cap it becomes
+    `<name>.1` (one generation kept), at once or at the next load."""
+    path = tmp_path / "logs" / "llama-server-abc.log"
+    log = OutputLog(10, path, max_file_bytes=1000)
+    for index in range(30):
+        log.append(f"line {index:03d} " + "x" * 40)  # 50 bytes a line with its newline
+    log.close()
+    rotated = path.with_name(path.name + ".1")
+    assert rotated.read_text().splitlines()[-1].startswith("line 020")
+    assert path.read_text().splitlines() == [f"line {i:03d} " + "x" * 40 for i in range(21, 30)]
+    assert log.tail(2) == [f"line {i:03d} " + "x" * 40 for i in (28, 29)]
+    path.write_text("y" * 2000)  # grown past the cap by an older version: rotated at open
+    reopened = OutputLog(10, path, max_file_bytes=1000)
+    reopened.append("fresh")
+    reopened.close()
+    assert rotated.read_text() == "y" * 2000
+    assert path.read_text() == "fresh\n"
