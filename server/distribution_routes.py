@@ -127,7 +127,7 @@ async def _progress_response(
     done = object()
     task: asyncio.Task[object] = asyncio.ensure_future(start(events.put_nowait))
     task.add_done_callback(lambda _: events.put_nowait(done))
-    _keep_running(request, task)
+    keep_running(request, task)
     first = await events.get()
     if isinstance(first, PullFailed):  # failed before any progress: wait for the real error
         while first is not done:
@@ -151,7 +151,7 @@ async def _progress_response(
     return StreamingResponse(lines(), media_type=media_type, headers={"X-Accel-Buffering": "no"})
 
 
-def _keep_running(request: Request, task: asyncio.Task[object]) -> None:
+def keep_running(request: Request, task: asyncio.Task[object]) -> None:
     """Hold the task until it ends, whether or not the client stays to watch it."""
     tasks: set[asyncio.Task[object]] = getattr(request.app.state, "transfers", None) or set()
     request.app.state.transfers = tasks

@@ -1,4 +1,5 @@
-"""Errors as HTTP responses: plain text like DMR on /models, the OpenAI envelope on /v1 routes."""
+"""Errors as HTTP responses: plain text like DMR on /models, the OpenAI envelope on /v1 routes,
+Ollama's `{"error": "…"}` on /api/ routes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ logger = logging.getLogger(__name__)
 
 OPENAI_PREFIXES = ("/v1/", "/engines/")
 """Paths whose errors use the OpenAI envelope, so OpenAI SDKs raise typed errors."""
+
+OLLAMA_PREFIX = "/api/"
+"""Paths whose errors are Ollama's `{"error": "…"}`, which Ollama clients show."""
 
 _OPENAI_TYPES = {
     400: "invalid_request_error",
@@ -82,6 +86,13 @@ def error_response(status: int, message: str, *, openai: bool, code: str | None 
     return openai_error(status, message, code) if openai else plain_error(status, message)
 
 
+def path_error(path: str, status: int, message: str, code: str | None = None) -> Response:
+    """An error in the format clients of `path` expect: Ollama's, OpenAI's or plain text."""
+    if path.startswith(OLLAMA_PREFIX):
+        return JSONResponse({"error": message}, status_code=status)
+    return error_response(status, message, openai=wants_openai_errors(path), code=code)
+
+
 def core_error_response(error: CoreError, *, openai: bool) -> Response:
     """The answer for an error the core raised on purpose."""
     code = "model_not_found" if isinstance(error, ModelNotFound) else None
@@ -93,14 +104,17 @@ def core_error_response(error: CoreError, *, openai: bool) -> Response:
 async def handle_core_error(request: Request, error: Exception) -> Response:
     """Starlette exception handler for CoreError."""
     assert isinstance(error, CoreError)
+    if request.url.path.startswith(OLLAMA_PREFIX):
+        if error.status >= 500:
+            logger.warning("%s: %s", type(error).__name__, error.message)
+        return path_error(request.url.path, error.status, error.message)
     return core_error_response(error, openai=wants_openai_errors(request.url.path))
 
 
 async def handle_api_error(request: Request, error: Exception) -> Response:
     """Starlette exception handler for ApiError."""
     assert isinstance(error, ApiError)
-    openai = wants_openai_errors(request.url.path)
-    return error_response(error.status, error.message, openai=openai, code=error.code)
+    return path_error(request.url.path, error.status, error.message, error.code)
 
 
 async def handle_http_exception(request: Request, error: Exception) -> Response:
@@ -112,9 +126,7 @@ async def handle_http_exception(request: Request, error: Exception) -> Response:
         message = f"method {request.method} is not allowed on {request.url.path}"
     else:
         message = str(error.detail)
-    response = error_response(
-        error.status_code, message, openai=wants_openai_errors(request.url.path)
-    )
+    response = path_error(request.url.path, error.status_code, message)
     if error.headers:
         response.headers.update(error.headers)
     return response
@@ -123,4 +135,4 @@ async def handle_http_exception(request: Request, error: Exception) -> Response:
 async def handle_unexpected(request: Request, error: Exception) -> Response:
     """Anything else: a short 500; Starlette re-raises it, so uvicorn logs the traceback."""
     message = f"internal error: {type(error).__name__}"
-    return error_response(500, message, openai=wants_openai_errors(request.url.path))
+    return path_error(request.url.path, 500, message)

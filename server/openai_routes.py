@@ -8,8 +8,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Coroutine, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from starlette.requests import Request
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from modelrunner.core.store.store import StoredModel
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 """DMR's limit on an inference request body (10 MiB)."""
@@ -56,7 +58,18 @@ class UpstreamStreamingResponse(StreamingResponse):
     thinking nothing is sent, so this response always listens for `http.disconnect` itself.
     """
 
-    def __init__(self, upstream: UpstreamResponse) -> None:
+    def __init__(
+        self,
+        upstream: UpstreamResponse,
+        translated: AsyncIterator[bytes] | None = None,
+        media_type: str | None = None,
+    ) -> None:
+        """Stream `upstream` as it is, or `translated` (made from it) as a 200 of `media_type`."""
+        if translated is not None:
+            headers = {"X-Accel-Buffering": "no", "cache-control": "no-cache"}
+            super().__init__(translated, media_type=media_type, headers=headers)
+            self.upstream = upstream
+            return
         content_type = upstream.headers.get("content-type", "application/octet-stream")
         headers = {
             name: upstream.headers[name]
@@ -177,15 +190,15 @@ async def proxy(request: Request) -> Response:
         forwarded_headers(request.headers),
         keep_alive=keep_alive,
     )
-    upstream = await _unless_the_client_leaves(request, forwarding)
+    upstream = await unless_the_client_leaves(request, forwarding)
     if upstream is None:
         return Response(status_code=499)  # nobody is listening any more
     return UpstreamStreamingResponse(upstream)
 
 
-async def _unless_the_client_leaves(
-    request: Request, forwarding: Coroutine[Any, Any, UpstreamResponse]
-) -> UpstreamResponse | None:
+async def unless_the_client_leaves(
+    request: Request, forwarding: Coroutine[Any, Any, T]
+) -> T | None:
     """Await `forwarding`, but cancel it (and its llama-server request) if the client hangs up.
 
     A non-streamed answer, a queued request or a model load sends nothing for a long time;

@@ -75,6 +75,8 @@ class RunnerInfo:
     """completion, embedding or reranking: what the runner's llama-server was started for."""
     memory_bytes: int = 0
     """Estimated RAM + GPU memory (0 when the GGUF could not be read)."""
+    vram_bytes: int = 0
+    """The GPU part of memory_bytes (0 when everything runs on the CPU)."""
     slots: int = DEFAULT_SLOTS
     """Requests llama-server serves at once."""
     waiting: int = 0
@@ -268,6 +270,7 @@ class RunnerEntry:
             keep_alive=self.keep_alive,
             mode=self.mode,
             memory_bytes=self.need.ram_bytes + self.need.vram_bytes,
+            vram_bytes=self.need.vram_bytes,
             slots=self.slots,
             waiting=self.waiting,
             detail=self.detail,

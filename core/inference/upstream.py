@@ -133,7 +133,7 @@ class UpstreamClient:
         try:
             if response.status != 200:
                 raise upstream_error(response.status, await response.read(), runner.reference)
-            async for event in _sse_data(response.iter_chunks()):
+            async for event in sse_data(response.iter_chunks()):
                 if event == "[DONE]":
                     return
                 try:
@@ -200,7 +200,7 @@ def _error_status(error: object) -> int:
     return code if isinstance(code, int) and 400 <= code < 600 else 500
 
 
-async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
     """Yield the data of each server-sent event (multi-line data joined with newlines)."""
     buffer = b""
     data: list[str] = []

@@ -10,7 +10,7 @@ import pytest
 
 from modelrunner.core.errors import InvalidInput, RunnerFailed
 from modelrunner.core.inference.llama_server import LlamaServer
-from modelrunner.core.inference.upstream import UpstreamClient, _sse_data, upstream_error
+from modelrunner.core.inference.upstream import UpstreamClient, sse_data, upstream_error
 from tests.inference.engine_fakes import FakeBundle
 
 
@@ -104,7 +104,7 @@ async def test_server_sent_events_are_reassembled_across_chunks() -> None:
         ):
             yield piece
 
-    assert [event async for event in _sse_data(chunks())] == ['{"a": 1}', "line1\nline2", "[DONE]"]
+    assert [event async for event in sse_data(chunks())] == ['{"a": 1}', "line1\nline2", "[DONE]"]
 
 
 def test_upstream_errors_keep_the_message() -> None:
