@@ -19,6 +19,7 @@ from modelrunner.server import (
     housekeeping_routes,
     logs_routes,
     models_routes,
+    ollama_routes,
     openai_routes,
 )
 from modelrunner.server.errors import (
@@ -80,6 +81,7 @@ def build_app(runner: ModelRunner, *, manage_runner: bool = True) -> Starlette:
         *housekeeping_routes.routes(),  # before /models/{name:path}
         *models_routes.routes(),
         *openai_routes.routes(),
+        *ollama_routes.routes(),
         *engines_routes.routes(runner.settings),
     ]
     app = Starlette(
