@@ -7,27 +7,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
 
 from modelrunner.core.errors import CoreError
 from modelrunner.core.inference.configure import MAX_KEEP_ALIVE, parse_keep_alive
 from modelrunner.core.references import model_name
 from modelrunner.server.errors import ApiError
+from modelrunner.server.streaming import ListeningStreamingResponse
 
 if TYPE_CHECKING:
     from modelrunner.core.inference.upstream import UpstreamResponse
     from modelrunner.core.runner import ModelRunner
     from modelrunner.core.store.store import StoredModel
 
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -51,12 +48,8 @@ _FORWARDED_RESPONSE_HEADERS = ("content-type", "cache-control")
 _REQUEST_HEADERS_KEPT = ("content-type", "accept", "user-agent", "x-request-origin")
 
 
-class UpstreamStreamingResponse(StreamingResponse):
-    """Streams a runner's answer as it arrives; a client disconnect closes the upstream at once.
-
-    Starlette only notices a disconnect on a failed send under ASGI 2.4; while llama-server is
-    thinking nothing is sent, so this response always listens for `http.disconnect` itself.
-    """
+class UpstreamStreamingResponse(ListeningStreamingResponse):
+    """Streams a runner's answer as it arrives; a client that leaves closes the upstream at once."""
 
     def __init__(
         self,
@@ -82,26 +75,9 @@ class UpstreamStreamingResponse(StreamingResponse):
         super().__init__(upstream.iter_chunks(), status_code=upstream.status, headers=headers)
         self.upstream = upstream
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            async with anyio.create_task_group() as task_group:
-
-                async def stream_then_stop() -> None:
-                    await self.stream_response(send)
-                    task_group.cancel_scope.cancel()
-
-                task_group.start_soon(stream_then_stop)
-                await self.listen_for_disconnect(receive)
-                task_group.cancel_scope.cancel()
-        except* OSError:
-            pass  # the client went away mid-send; nothing is left to answer
-        except* CoreError as failures:
-            # The status line is gone already: leave the response unfinished so the client
-            # sees a broken stream rather than a complete-looking one.
-            logger.warning("stream from llama-server broke off: %s", failures.exceptions[0])
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.upstream.aclose()
+    async def release(self) -> None:
+        """Release the runner's connection (and its slot), even when the client left early."""
+        await self.upstream.aclose()
 
 
 def _runner(request: Request) -> ModelRunner:
