@@ -290,16 +290,8 @@ class ApiClient:
         params = {"follow": "true"} if follow else {}
         if not engines:
             params["no-engines"] = "true"
-        try:
-            with self._http.stream(
-                "GET", "/logs", params=params, timeout=_STREAM_TIMEOUT
-            ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise ServerError(response.status_code, error_message(response))
-                yield from response.iter_raw()
-        except httpx.TransportError as error:
-            raise self.transport_error(error) from error
+        with self._streaming("GET", "/logs", params=params) as response:
+            yield from response.iter_raw()
 
     def load(self, archive: Iterable[bytes]) -> str:
         """POST /models/load with a DMR export tarball streamed from `archive`; returns the ID."""
@@ -319,19 +311,11 @@ class ApiClient:
     ) -> Iterator[dict[str, Any]]:
         """POST to a progress route (pull, push) and yield DMR's progress messages as they come."""
         headers = {"Accept": "application/json"}
-        try:
-            with self._http.stream(
-                "POST", path, json=body, headers=headers, timeout=_STREAM_TIMEOUT
-            ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise ServerError(response.status_code, error_message(response))
-                for line in response.iter_lines():
-                    if line.strip():
-                        message: dict[str, Any] = json.loads(line)
-                        yield message
-        except httpx.TransportError as error:
-            raise self.transport_error(error) from error
+        with self._streaming("POST", path, json=body, headers=headers) as response:
+            for line in response.iter_lines():
+                if line.strip():
+                    message: dict[str, Any] = json.loads(line)
+                    yield message
 
     def version(self) -> str:
         return str(self.json_object("GET", "/version").get("version", "unknown"))
@@ -340,14 +324,19 @@ class ApiClient:
     def stream_chat(self, payload: Mapping[str, Any]) -> Iterator[Iterator[str]]:
         """POST a chat completion with stream=true; yields an iterator of content deltas."""
         body = {**payload, "stream": True}
+        with self._streaming("POST", "/engines/v1/chat/completions", json=body) as response:
+            yield _content_deltas(response)
+
+    @contextmanager
+    def _streaming(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A streamed request whose body is read as it comes; error statuses raise ServerError
+        (with the body's message), a dead server the transport error in words."""
         try:
-            with self._http.stream(
-                "POST", "/engines/v1/chat/completions", json=body, timeout=_STREAM_TIMEOUT
-            ) as response:
+            with self._http.stream(method, path, timeout=_STREAM_TIMEOUT, **kwargs) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise ServerError(response.status_code, error_message(response))
-                yield _content_deltas(response)
+                yield response
         except httpx.TransportError as error:
             raise self.transport_error(error) from error
 
