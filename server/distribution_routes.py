@@ -10,7 +10,6 @@ in the background and a later pull of the same model joins it.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from modelrunner.core.errors import CoreError, ModelNotFound
 from modelrunner.core.events import PullFailed, PullFinished
 from modelrunner.core.references import parse_reference
 from modelrunner.server.errors import ApiError
+from modelrunner.server.request_bodies import parse_json_object, read_body
 
 if TYPE_CHECKING:
     from modelrunner.core.distribution.push import PushProgress
@@ -39,18 +39,12 @@ def _runner(request: Request) -> ModelRunner:
 
 
 async def _json_object(request: Request, *, required: bool) -> dict[str, Any]:
-    raw = await request.body()
+    raw = await read_body(request)
     if not raw.strip():
         if required:
             raise ApiError(400, 'missing body: send {"from": "<model reference>"}')
         return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as error:
-        raise ApiError(400, f"invalid request: the body is not valid JSON ({error})") from error
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid request: the body must be a JSON object")
-    return body
+    return parse_json_object(raw)
 
 
 def _token(body: dict[str, Any]) -> str | None:

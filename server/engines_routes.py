@@ -6,7 +6,6 @@ Errors on these answer plain text, as DMR's do (server.errors.wants_openai_error
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,7 +16,8 @@ from starlette.routing import BaseRoute, Route
 from modelrunner.core.inference.configure import format_keep_alive, parse_configure_request
 from modelrunner.core.inference.metrics import CONTENT_TYPE
 from modelrunner.server.errors import ApiError
-from modelrunner.server.openai_routes import BACKENDS, NESTED_TOO_DEEPLY, read_body
+from modelrunner.server.openai_routes import BACKENDS
+from modelrunner.server.request_bodies import parse_json, read_body
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -59,12 +59,7 @@ def _check_backend(backend: str | None) -> None:
 
 async def _json_body(request: Request) -> Any:
     body = await read_body(request)
-    try:
-        return json.loads(body) if body.strip() else {}
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ApiError(400, f"invalid request: the body is not valid JSON ({error})") from None
-    except RecursionError:
-        raise ApiError(400, NESTED_TOO_DEEPLY) from None
+    return parse_json(body) if body.strip() else {}
 
 
 def go_time(unix_seconds: float | None) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelrunner.core.inference.configure import MAX_KEEP_ALIVE, parse_keep_alive
 from modelrunner.server.errors import ApiError
-from modelrunner.server.openai_routes import MAX_BODY_BYTES, NESTED_TOO_DEEPLY, read_body
+from modelrunner.server.request_bodies import MAX_BODY_BYTES, parse_json_object, read_body
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -38,15 +38,7 @@ async def json_body(request: Request, limit: int = MAX_BODY_BYTES) -> dict[str, 
     raw = await read_body(request, limit)
     if not raw.strip():
         raise ApiError(400, "missing request body")
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ApiError(400, f"invalid request: the body is not valid JSON ({error})") from None
-    except RecursionError:
-        raise ApiError(400, NESTED_TOO_DEEPLY) from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid request: the body must be a JSON object")
-    return body
+    return parse_json_object(raw)
 
 
 def model_field(body: Mapping[str, Any]) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,6 +17,7 @@ from modelrunner.core.errors import CoreError
 from modelrunner.core.inference.configure import MAX_KEEP_ALIVE, parse_keep_alive
 from modelrunner.core.references import model_name
 from modelrunner.server.errors import ApiError
+from modelrunner.server.request_bodies import parse_json_object, read_body
 from modelrunner.server.streaming import ListeningStreamingResponse
 
 if TYPE_CHECKING:
@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-MAX_BODY_BYTES = 10 * 1024 * 1024
-"""DMR's limit on an inference request body (10 MiB)."""
-
 BACKENDS = ("llama.cpp",)
 """Backends a path may name in /engines/{backend}/v1/…."""
 
@@ -40,9 +37,6 @@ PROXIED_OPERATIONS = ("chat/completions", "completions", "embeddings")
 RERANK_OPERATIONS = ("rerank", "score")
 """What is forwarded to a reranking runner, under /, /engines/ and /engines/{backend}/ (DMR has
 no /v1/rerank: there it means backend "v1", which is not found)."""
-
-NESTED_TOO_DEEPLY = "invalid request: the body's JSON is nested too deeply"
-"""What a body gets that Python's JSON parser cannot recurse through."""
 
 _FORWARDED_RESPONSE_HEADERS = ("content-type", "cache-control")
 _REQUEST_HEADERS_KEPT = ("content-type", "accept", "user-agent", "x-request-origin")
@@ -91,36 +85,13 @@ def _check_backend(request: Request) -> None:
         raise ApiError(404, f"backend not found: {backend!r} (available: llama.cpp)")
 
 
-async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The whole request body, refusing one over `limit` bytes without reading it all."""
-    too_large = ApiError(413, f"request too large: the body must be at most {limit} bytes")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def requested_model(body: bytes) -> tuple[str, float | None]:
     """The body's "model" and optional "keep_alive", checked (nothing else is validated).
 
     keep_alive is Ollama's: a duration string ("5m", "0", "-1") or a number of seconds; 0 unloads
     the model after this request, a negative value keeps it loaded for good.
     """
-    try:
-        payload = json.loads(body, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ApiError(400, f"invalid request: the body is not valid JSON ({error})") from None
-    except RecursionError:
-        raise ApiError(400, NESTED_TOO_DEEPLY) from None
-    if not isinstance(payload, dict):
-        raise ApiError(400, "invalid request: the body must be a JSON object")
+    payload = parse_json_object(body)
     model = payload.get("model")
     if not isinstance(model, str) or not model.strip():
         raise ApiError(400, 'model is required: set "model" to a model name, e.g. "ai/smollm2"')
@@ -132,10 +103,6 @@ def requested_model(body: bytes) -> tuple[str, float | None]:
             raise ApiError(400, f"keep_alive {raw!r} is out of range (seconds, at most ~292 years)")
         return model, float(raw)
     return model, parse_keep_alive(raw)
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:

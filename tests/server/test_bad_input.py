@@ -26,9 +26,11 @@ DEEP = b"[" * 100_000 + b"]" * 100_000
 
 
 def error_message(response: httpx.Response) -> str:
-    """The message of an error in either format (OpenAI envelope or plain text)."""
+    """The message of an error in any of our formats: the OpenAI envelope, Ollama's
+    {"error": "…"} or DMR's plain text."""
     if response.headers.get("content-type", "").startswith("application/json"):
-        message: str = response.json()["error"]["message"]
+        error = response.json()["error"]
+        message: str = error if isinstance(error, str) else error["message"]
         return message
     return response.text
 
@@ -194,8 +196,12 @@ async def test_a_stored_config_that_is_not_an_object_lists_as_empty(
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/chat/completions", "/rerank", "/engines/_configure", "/engines/unload"]
-)
+    "path",
+    [
+        "/v1/chat/completions", "/rerank", "/engines/_configure", "/engines/unload",
+        "/models/create", "/api/chat",
+    ],
+)  # fmt: skip
 @pytest.mark.parametrize(
     "body",
     [
@@ -226,3 +232,20 @@ async def test_load_refuses_json_nested_too_deeply(
     assert response.status_code == 400, response.text
     assert "nested too deeply" in error_message(response)
     assert await stored_tags(client) == []
+
+
+@pytest.mark.parametrize("path", ["/models/create", "/engines/_configure"])
+async def test_every_json_body_is_held_to_the_size_limit(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    """/models/create (and push) read any body whole before; now 10 MiB at most, as inference."""
+    response = await client.post(path, content=b'{"from": "' + b"x" * (11 << 20) + b'"}')
+    assert response.status_code == 413, response.text
+    assert "at most 10485760 bytes" in error_message(response)
+
+
+@pytest.mark.parametrize("path", ["/models/create", "/engines/_configure", "/api/chat"])
+async def test_nan_is_not_json_anywhere(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.post(path, content=b'{"from": NaN, "model": NaN}')
+    assert response.status_code == 400, response.text
+    assert "NaN is not a JSON number" in error_message(response)
