@@ -10,11 +10,11 @@ import httpx
 import pytest
 
 from modelrunner.core.runner import ModelRunner
-from modelrunner.core.settings import Settings
 from modelrunner.core.store.store import ModelStore
 from modelrunner.server.cli.main import main as cli
 from tests.distribution.conftest import RunningRegistry
 from tests.gguf_factory import write_tiny_gguf
+from tests.inference.engine_fakes import make_settings
 from tests.processes import ApiProcess
 
 _MANIFEST_TYPES = ", ".join(
@@ -39,13 +39,7 @@ def _push_from_another_store(root: Path, gguf: Path, reference: str) -> str:
     """Package `gguf` as `reference` in a store of its own and push it; returns its ID."""
 
     async def package_and_push() -> str:
-        settings = Settings(
-            models_path=root / "models",
-            config_dir=root / "config",
-            cache_dir=root / "cache",
-            state_dir=root / "state",
-            seed_default_model=False,
-        )
+        settings = make_settings(root)
         runner = ModelRunner(settings)
         await runner.start()
         try:

@@ -11,20 +11,14 @@ import ollama
 import pytest
 
 from modelrunner.core.runner import ModelRunner
-from modelrunner.core.settings import Settings
 from modelrunner.server.app import build_app
 from tests.distribution.conftest import RunningRegistry
 from tests.gguf_factory import write_tiny_gguf
+from tests.inference.engine_fakes import make_settings
 
 
 async def _runner(root: Path) -> ModelRunner:
-    settings = Settings(
-        models_path=root / "models",
-        config_dir=root / "config",
-        cache_dir=root / "cache",
-        state_dir=root / "state",
-        seed_default_model=False,
-    )
+    settings = make_settings(root)
     runner = ModelRunner(settings)
     await runner.start()
     return runner
