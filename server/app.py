@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from modelrunner.core.errors import CoreError
 from modelrunner.server import (
+    anthropic_routes,
     engines_routes,
     housekeeping_routes,
     logs_routes,
@@ -82,6 +83,7 @@ def build_app(runner: ModelRunner, *, manage_runner: bool = True) -> Starlette:
         *models_routes.routes(),
         *openai_routes.routes(),
         *ollama_routes.routes(),
+        *anthropic_routes.routes(),
         *engines_routes.routes(runner.settings),
     ]
     app = Starlette(

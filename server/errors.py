@@ -1,5 +1,5 @@
 """Errors as HTTP responses: plain text like DMR on /models, the OpenAI envelope on /v1 routes,
-Ollama's `{"error": "…"}` on /api/ routes."""
+Ollama's `{"error": "…"}` on /api/ routes, Anthropic's `{"type": "error", …}` on /anthropic/."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ OPENAI_PREFIXES = ("/v1/", "/engines/")
 OLLAMA_PREFIX = "/api/"
 """Paths whose errors are Ollama's `{"error": "…"}`, which Ollama clients show."""
 
+ANTHROPIC_PREFIX = "/anthropic/"
+"""Paths whose errors are Anthropic's `{"type": "error", "error": {"type", "message"}}`, which
+Anthropic SDKs turn into typed exceptions."""
+
 _OPENAI_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -27,6 +31,15 @@ _OPENAI_TYPES = {
     405: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
+}
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
 }
 _CODES = {
     400: "invalid_request",
@@ -81,15 +94,25 @@ def openai_error(status: int, message: str, code: str | None = None) -> Response
     return JSONResponse(body, status_code=status)
 
 
+def anthropic_error(status: int, message: str) -> Response:
+    """Anthropic's error body; the type follows the status (api_error for other server faults)."""
+    kind = _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    body = {"type": "error", "error": {"type": kind, "message": message}}
+    return JSONResponse(body, status_code=status)
+
+
 def error_response(status: int, message: str, *, openai: bool, code: str | None = None) -> Response:
     """An error in the format the route's clients expect."""
     return openai_error(status, message, code) if openai else plain_error(status, message)
 
 
 def path_error(path: str, status: int, message: str, code: str | None = None) -> Response:
-    """An error in the format clients of `path` expect: Ollama's, OpenAI's or plain text."""
+    """An error in the format clients of `path` expect: Ollama's, Anthropic's, OpenAI's or plain
+    text."""
     if path.startswith(OLLAMA_PREFIX):
         return JSONResponse({"error": message}, status_code=status)
+    if path.startswith(ANTHROPIC_PREFIX):
+        return anthropic_error(status, message)
     return error_response(status, message, openai=wants_openai_errors(path), code=code)
 
 
@@ -104,7 +127,7 @@ def core_error_response(error: CoreError, *, openai: bool) -> Response:
 async def handle_core_error(request: Request, error: Exception) -> Response:
     """Starlette exception handler for CoreError."""
     assert isinstance(error, CoreError)
-    if request.url.path.startswith(OLLAMA_PREFIX):
+    if request.url.path.startswith((OLLAMA_PREFIX, ANTHROPIC_PREFIX)):
         if error.status >= 500:
             logger.warning("%s: %s", type(error).__name__, error.message)
         return path_error(request.url.path, error.status, error.message)

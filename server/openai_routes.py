@@ -95,14 +95,19 @@ def requested_model(body: bytes) -> tuple[str, float | None]:
     model = payload.get("model")
     if not isinstance(model, str) or not model.strip():
         raise ApiError(400, 'model is required: set "model" to a model name, e.g. "ai/smollm2"')
+    return model, requested_keep_alive(payload)
+
+
+def requested_keep_alive(payload: Mapping[str, Any]) -> float | None:
+    """The body's optional "keep_alive" in seconds, checked (see `requested_model`)."""
     raw = payload.get("keep_alive")
     if raw is None:
-        return model, None
+        return None
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         if abs(raw) > MAX_KEEP_ALIVE:
             raise ApiError(400, f"keep_alive {raw!r} is out of range (seconds, at most ~292 years)")
-        return model, float(raw)
-    return model, parse_keep_alive(raw)
+        return float(raw)
+    return parse_keep_alive(raw)
 
 
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
