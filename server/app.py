@@ -22,6 +22,7 @@ from modelrunner.server import (
     models_routes,
     ollama_routes,
     openai_routes,
+    responses_routes,
 )
 from modelrunner.server.errors import (
     ApiError,
@@ -84,6 +85,7 @@ def build_app(runner: ModelRunner, *, manage_runner: bool = True) -> Starlette:
         *openai_routes.routes(),
         *ollama_routes.routes(),
         *anthropic_routes.routes(),
+        *responses_routes.routes(),
         *engines_routes.routes(runner.settings),
     ]
     app = Starlette(
