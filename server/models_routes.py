@@ -1,15 +1,20 @@
-"""DMR's model routes: /models, /models/{name…}, tag, delete, load (plain-text errors)."""
+"""DMR's model routes: /models, /models/{name…}, tag, push, repackage, export, delete, load
+(plain-text errors)."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from modelrunner.core.store.package import MAX_CONTEXT_SIZE
 from modelrunner.server import distribution_routes
 from modelrunner.server.errors import ApiError
+from modelrunner.server.request_bodies import parse_json_object, read_body
+from modelrunner.server.streaming import ListeningStreamingResponse
 
 if TYPE_CHECKING:
     from modelrunner.core.runner import ModelRunner
@@ -41,9 +46,25 @@ async def list_models(request: Request) -> Response:
 
 
 async def get_model(request: Request) -> Response:
-    """GET /models/{name…}: one model; a bare name like "smollm2" finds "ai/smollm2:latest"."""
-    model = await _runner(request).find_model(request.path_params["name"])
+    """GET /models/{name…}: one model; a bare name like "smollm2" finds "ai/smollm2:latest".
+
+    GET /models/{name…}/export is DMR's export instead: as DMR, a last path segment `export`
+    is the action (so a model named `ai/export` is inspected as `ai/export:latest`); a bare
+    `/models/export` names a model.
+    """
+    reference = request.path_params["name"]
+    name, _, action = reference.rpartition("/")
+    if action == "export" and name:
+        return await export_model(request, name)
+    model = await _runner(request).find_model(reference)
     return JSONResponse(model.to_api())
+
+
+async def export_model(request: Request, name: str) -> Response:
+    """GET /models/{name…}/export: DMR's export tarball, streamed (404 for no such model)."""
+    chunks = await _runner(request).export_model(name)
+    headers = {"Content-Disposition": f"attachment; filename={json.dumps(name + '.tar')}"}
+    return ListeningStreamingResponse(chunks, media_type="application/x-tar", headers=headers)
 
 
 async def delete_model(request: Request) -> Response:
@@ -60,7 +81,7 @@ async def purge_models(request: Request) -> Response:
 
 
 async def model_action(request: Request) -> Response:
-    """POST /models/{name…}/{action}: `tag` and `push`; the rest of DMR's actions slot in here."""
+    """POST /models/{name…}/{action}: DMR's `tag`, `push` and `repackage`."""
     name, _, action = request.path_params["name"].rpartition("/")
     if not name:
         raise ApiError(404, f"unknown action {action!r}: POST /models/<name>/tag?repo=&tag=")
@@ -68,6 +89,8 @@ async def model_action(request: Request) -> Response:
         return await tag_model(request, name)
     if action == "push":
         return await distribution_routes.push_model(request, name)
+    if action == "repackage":
+        return await repackage_model(request, name)
     raise ApiError(404, f"unknown action {action!r}")
 
 
@@ -84,6 +107,35 @@ async def tag_model(request: Request, source: str) -> Response:
     target = f"{repo}:{tag}"
     await _runner(request).tag_model(source, target)
     body = {"message": f'Model tagged successfully with "{target}"', "target": target}
+    return JSONResponse(body, status_code=201)
+
+
+async def repackage_model(request: Request, source: str) -> Response:
+    """POST /models/{name…}/repackage {"target": "<ref>", "context_size": N}: a new model whose
+    config sets the context size, its layers shared with the source; 201 as DMR."""
+    body = parse_json_object(await read_body(request))
+    target = body.get("target")
+    if target is not None and not isinstance(target, str):
+        raise ApiError(400, "invalid request body: target must be a string")
+    if not target:
+        raise ApiError(400, "target is required")
+    context_size = body.get("context_size")
+    if context_size is not None and (
+        isinstance(context_size, bool)
+        or not isinstance(context_size, int)
+        or not 0 < context_size <= MAX_CONTEXT_SIZE
+    ):
+        raise ApiError(
+            400,
+            f"invalid request body: context_size must be a whole number of tokens between 1 "
+            f"and {MAX_CONTEXT_SIZE}, got {json.dumps(context_size)}",
+        )
+    await _runner(request).repackage_model(source, target, context_size=context_size)
+    body = {
+        "message": f'Model repackaged successfully as "{target}"',
+        "source": source,
+        "target": target,
+    }
     return JSONResponse(body, status_code=201)
 
 

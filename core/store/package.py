@@ -286,3 +286,98 @@ def build_gguf_artifact(
     else:
         created_text = go_json.rfc3339_nano(created)
     return assemble(described, inner, created=created_text)
+
+
+def _go_time_text(text: str) -> str:
+    """A descriptor.created as Go writes it back after parsing: RFC3339Nano, `Z` for UTC.
+
+    Raises:
+        ValueError: Not an RFC3339 time.
+    """
+    go_json.parse_rfc3339(text)  # validates
+    body = text.strip()
+    if body[-1] in "Zz":
+        body, zone = body[:-1], "Z"
+    else:
+        body, zone = body[:-6], body[-6:]
+        if zone[1:] == "00:00":
+            zone = "Z"
+    whole, _, fraction = body.partition(".")
+    fraction = fraction[:9].rstrip("0")
+    return f"{whole}.{fraction}{zone}" if fraction else f"{whole}{zone}"
+
+
+def _descriptor_struct(descriptor: Mapping[str, Any]) -> dict[str, Any]:
+    """A descriptor in Go's oci.Descriptor field order, empty fields omitted, annotations sorted."""
+    shaped: dict[str, Any] = {}
+    for key in ("mediaType", "size", "digest", "data", "urls", "annotations", "platform"):
+        value = descriptor.get(key)
+        if key == "size" and isinstance(value, int):
+            shaped[key] = value
+        elif value:
+            shaped[key] = go_json.GoMap(value) if key == "annotations" else value
+    if descriptor.get("artifactType"):
+        shaped["artifactType"] = descriptor["artifactType"]
+    return shaped
+
+
+def with_context_size(
+    manifest_bytes: bytes, config_bytes: bytes, context_size: int, layers: Sequence[LayerFile]
+) -> Artifact:
+    """DMR's `mutate.ContextSize` on a stored Docker-format model: the new artifact its
+    `WriteLightweight` stores (same layers, a new config and manifest).
+
+    The config goes through Go's `types.ConfigFile`, so unknown keys are dropped and the order is
+    Go's; only `config.context_size` changes. The manifest keeps the source's config media type
+    (DMR writes V0.1 whatever the source had: the store model it wraps exposes none).
+
+    Raises:
+        InvalidInput: A CNCF ModelPack config (DMR's mutate ignores the context size there and
+            its CLI refuses it), a config that is not a JSON object, or a size out of range.
+    """
+    if not 0 < context_size <= MAX_CONTEXT_SIZE:
+        raise InvalidInput(f"context size {context_size} must be between 1 and {MAX_CONTEXT_SIZE}")
+    manifest = parse_manifest(manifest_bytes)
+    try:
+        document = json.loads(config_bytes)
+    except (ValueError, RecursionError) as error:
+        raise InvalidInput("the model's config is not valid JSON") from error
+    if not isinstance(document, dict):
+        raise InvalidInput("the model's config is not a JSON object")
+    if is_cncf_config(document) or manifest["config"].get("mediaType") == media_types.CNCF_CONFIG:
+        raise InvalidInput("context size cannot be set on a CNCF ModelPack model")
+    inner = document.get("config")
+    shaped_inner = config_struct(inner if isinstance(inner, Mapping) else {})
+    shaped_inner["context_size"] = context_size
+    descriptor: dict[str, Any] = {}
+    source_descriptor = document.get("descriptor")
+    created = source_descriptor.get("created") if isinstance(source_descriptor, Mapping) else None
+    if isinstance(created, str):
+        try:
+            descriptor["created"] = _go_time_text(created)
+        except ValueError as error:
+            raise InvalidInput(f"the model's created time {created!r} is not RFC3339") from error
+    rootfs = document.get("rootfs")
+    rootfs = rootfs if isinstance(rootfs, Mapping) else {}
+    diff_ids = rootfs.get("diff_ids")
+    new_config = go_json.marshal(
+        {
+            "config": shaped_inner,
+            "descriptor": descriptor,
+            "rootfs": {
+                "type": str(rootfs.get("type") or ""),
+                "diff_ids": [str(d) for d in diff_ids] if isinstance(diff_ids, list) else None,
+            },
+        }
+    )
+    new_manifest = {
+        "schemaVersion": 2,
+        "mediaType": media_types.OCI_MANIFEST,
+        "config": {
+            "mediaType": manifest["config"]["mediaType"],
+            "size": len(new_config),
+            "digest": sha256_digest(new_config),
+        },
+        "layers": [_descriptor_struct(layer) for layer in manifest["layers"]],
+    }
+    return Artifact(go_json.marshal(new_manifest), new_config, tuple(layers))

@@ -41,6 +41,7 @@ from modelrunner.core.store.package import (
     docker_view,
     index_files,
     parse_manifest,
+    with_context_size,
 )
 
 
@@ -76,6 +77,32 @@ class _Description:
     created: int
     config: dict[str, Any]
     size: int
+
+
+class ModelExport:
+    """A model about to be exported: its manifest, config and opened layer blobs.
+
+    Use as a context manager, or call close(); `write_to` streams DMR's tarball once.
+    """
+
+    def __init__(self, model_id: str, artifact: Artifact, streams: dict[str, BinaryIO]) -> None:
+        self.model_id = model_id
+        self.artifact = artifact
+        self._streams = streams
+
+    def write_to(self, fileobj: BinaryIO) -> None:
+        """Write the export tarball (a layer listed twice is read twice, from the start)."""
+        archive.write_archive(self.artifact, fileobj, self._streams)
+
+    def close(self) -> None:
+        for stream in self._streams.values():
+            stream.close()
+
+    def __enter__(self) -> ModelExport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class ModelStore:
@@ -478,24 +505,113 @@ class ModelStore:
             )
         return bundle
 
-    def export_archive(self, reference: str, fileobj: BinaryIO) -> None:
-        """Write a model as DMR's export tarball (GET /models/{name}/export)."""
+    def open_export(self, reference: str) -> ModelExport:
+        """A model's export, its files opened now: GET /models/{name}/export streams it later.
+
+        The store lock is held only while the model is resolved and its blobs opened, so a slow
+        client never holds up pulls or tags (an opened blob stays readable if it is deleted).
+
+        Raises:
+            ModelNotFound, InvalidReference: No such model (resolved as DMR's store.Read: tag,
+                name@digest or ID, no partial-name fallback).
+            StoreCorrupt: The manifest, config or a layer blob is missing.
+        """
         with self._reading() as index:
             entry = index.resolve(reference)
             manifest_bytes = self._read_manifest(entry.id)
             document = parse_manifest(manifest_bytes)
-            config_digest = document["config"]["digest"]
-            config_bytes = self.layout.blob_path(config_digest).read_bytes()
-            layers = tuple(
-                LayerFile(
-                    layer["digest"],
-                    layer["size"],
-                    self.layout.blob_path(layer["digest"]),
-                    str(layer.get("mediaType", "")),
-                )
-                for layer in document["layers"]
+            layers = self._layer_files(document)
+            streams: dict[str, BinaryIO] = {}
+            try:
+                config_bytes = self._read_blob(document["config"]["digest"], entry.id)
+                for layer in layers:
+                    if layer.digest not in streams:
+                        streams[layer.digest] = self._open_blob(layer.path, layer.digest, entry.id)
+            except BaseException:
+                for stream in streams.values():
+                    stream.close()
+                raise
+        return ModelExport(entry.id, Artifact(manifest_bytes, config_bytes, layers), streams)
+
+    def export_archive(self, reference: str, fileobj: BinaryIO) -> None:
+        """Write a model as DMR's export tarball (GET /models/{name}/export)."""
+        with self.open_export(reference) as export:
+            export.write_to(fileobj)
+
+    def _layer_files(self, document: dict[str, Any]) -> tuple[LayerFile, ...]:
+        return tuple(
+            LayerFile(
+                layer["digest"],
+                layer["size"],
+                self.layout.blob_path(layer["digest"]),
+                str(layer.get("mediaType", "")),
             )
-            archive.write_archive(Artifact(manifest_bytes, config_bytes, layers), fileobj)
+            for layer in document["layers"]
+        )
+
+    def _read_blob(self, digest: str, model_id: str) -> bytes:
+        try:
+            return self.layout.blob_path(digest).read_bytes()
+        except OSError as error:
+            raise StoreCorrupt(f"blob {digest} of model {model_id} is missing") from error
+
+    @staticmethod
+    def _open_blob(path: Path, digest: str, model_id: str) -> BinaryIO:
+        try:
+            return path.open("rb")
+        except OSError as error:
+            raise StoreCorrupt(f"blob {digest} of model {model_id} is missing") from error
+
+    def repackage(self, source: str, target: str, *, context_size: int | None) -> StoredModel:
+        """DMR's repackage: the source with only its config changed, tagged target; no layer is
+        copied (DMR's `WriteLightweight`: config and manifest written, layers shared).
+
+        Without a context size the model is unchanged (the same ID), so this only tags it.
+
+        Raises:
+            InvalidReference: The target is not a valid tag (checked before anything is written).
+            ModelNotFound: No such source (DMR's store.Read: no partial-name fallback).
+            InvalidInput: The context size is out of range, or the source is a CNCF model.
+            StoreCorrupt: A blob of the source is missing.
+        """
+        target_reference = parse_reference(target)
+        if target_reference.digest is not None:
+            raise InvalidReference(f"cannot tag with a digest reference: {target}")
+        with self._lock.hold(exclusive=True):
+            index = self._read_index()
+            entry = index.resolve(source)
+            manifest_bytes = self._read_manifest(entry.id)
+            document = parse_manifest(manifest_bytes)
+            layers = self._layer_files(document)
+            for layer in layers:
+                if not layer.path.is_file():
+                    raise StoreCorrupt(
+                        f"layer {layer.digest} not found in store, cannot use lightweight write"
+                    )
+            if context_size is None:
+                stored_id = entry.id
+                index.add_tag(entry.id, target_reference)
+                self._write_index(index)
+            else:
+                config_bytes = self._read_blob(document["config"]["digest"], entry.id)
+                artifact = with_context_size(manifest_bytes, config_bytes, context_size, layers)
+                config_path = self.layout.blob_path(artifact.config_digest)
+                created_config = not config_path.exists()
+                if created_config:
+                    atomic_write(config_path, artifact.config_bytes)
+                try:
+                    stored_id = self._install_manifest(
+                        artifact.manifest_bytes,
+                        parse_manifest(artifact.manifest_bytes),
+                        [target_reference],
+                    )
+                except BaseException:
+                    if created_config and not self._read_index().is_referenced(
+                        artifact.config_digest
+                    ):
+                        config_path.unlink(missing_ok=True)
+                    raise
+            return self._model(self._read_index().by_id(stored_id) or IndexEntry(stored_id))
 
     def load_archive(self, fileobj: IO[bytes]) -> str:
         """Load DMR's export tarball (POST /models/load); every blob is sha256-verified.
