@@ -263,14 +263,7 @@ def build_gguf_artifact(
     summary = read_summary(shards)
 
     described = [describe_layer(shard, media_types.GGUF) for shard in shards]
-    described += [
-        describe_layer(_regular_file(path, "license"), media_types.LICENSE) for path in licenses
-    ]
-    if chat_template is not None:
-        template = _regular_file(chat_template, "chat template")
-        described.append(describe_layer(template, media_types.CHAT_TEMPLATE))
-    if mmproj is not None:
-        described.append(describe_layer(_regular_file(mmproj, "mmproj file"), media_types.MMPROJ))
+    described += describe_extra_files(licenses=licenses, chat_template=chat_template, mmproj=mmproj)
 
     inner: dict[str, Any] = {
         "format": "gguf",
@@ -321,21 +314,27 @@ def _descriptor_struct(descriptor: Mapping[str, Any]) -> dict[str, Any]:
     return shaped
 
 
-def with_context_size(
-    manifest_bytes: bytes, config_bytes: bytes, context_size: int, layers: Sequence[LayerFile]
+def derive_artifact(
+    manifest_bytes: bytes,
+    config_bytes: bytes,
+    layers: Sequence[LayerFile],
+    *,
+    context_size: int | None = None,
+    appended: Sequence[tuple[LayerFile, dict[str, Any]]] = (),
 ) -> Artifact:
-    """DMR's `mutate.ContextSize` on a stored Docker-format model: the new artifact its
-    `WriteLightweight` stores (same layers, a new config and manifest).
+    """DMR's `mutate` on a stored Docker-format model: its layers, then `appended` ones (their
+    digests added to `rootfs.diff_ids`), and `config.context_size` set when given.
 
-    The config goes through Go's `types.ConfigFile`, so unknown keys are dropped and the order is
-    Go's; only `config.context_size` changes. The manifest keeps the source's config media type
-    (DMR writes V0.1 whatever the source had: the store model it wraps exposes none).
+    This is what `WriteLightweight` (repackage) stores, and what `package --from` builds when it
+    adds files. The config goes through Go's `types.ConfigFile`, so unknown keys are dropped and
+    the order is Go's. The manifest keeps the source's config media type (DMR writes V0.1
+    whatever the source had: the store model it wraps exposes none).
 
     Raises:
-        InvalidInput: A CNCF ModelPack config (DMR's mutate ignores the context size there and
-            its CLI refuses it), a config that is not a JSON object, or a size out of range.
+        InvalidInput: A CNCF ModelPack config (DMR's mutate ignores a context size there and its
+            CLI refuses one), a config that is not a JSON object, or a size out of range.
     """
-    if not 0 < context_size <= MAX_CONTEXT_SIZE:
+    if context_size is not None and not 0 < context_size <= MAX_CONTEXT_SIZE:
         raise InvalidInput(f"context size {context_size} must be between 1 and {MAX_CONTEXT_SIZE}")
     manifest = parse_manifest(manifest_bytes)
     try:
@@ -345,10 +344,11 @@ def with_context_size(
     if not isinstance(document, dict):
         raise InvalidInput("the model's config is not a JSON object")
     if is_cncf_config(document) or manifest["config"].get("mediaType") == media_types.CNCF_CONFIG:
-        raise InvalidInput("context size cannot be set on a CNCF ModelPack model")
+        raise InvalidInput("a CNCF ModelPack model cannot be repackaged here (Docker format only)")
     inner = document.get("config")
     shaped_inner = config_struct(inner if isinstance(inner, Mapping) else {})
-    shaped_inner["context_size"] = context_size
+    if context_size is not None:
+        shaped_inner["context_size"] = context_size
     descriptor: dict[str, Any] = {}
     source_descriptor = document.get("descriptor")
     created = source_descriptor.get("created") if isinstance(source_descriptor, Mapping) else None
@@ -359,15 +359,15 @@ def with_context_size(
             raise InvalidInput(f"the model's created time {created!r} is not RFC3339") from error
     rootfs = document.get("rootfs")
     rootfs = rootfs if isinstance(rootfs, Mapping) else {}
-    diff_ids = rootfs.get("diff_ids")
+    source_diff_ids = rootfs.get("diff_ids")
+    diff_ids = [str(d) for d in source_diff_ids] if isinstance(source_diff_ids, list) else None
+    if appended:
+        diff_ids = [*(diff_ids or []), *(layer.digest for layer, _ in appended)]
     new_config = go_json.marshal(
         {
             "config": shaped_inner,
             "descriptor": descriptor,
-            "rootfs": {
-                "type": str(rootfs.get("type") or ""),
-                "diff_ids": [str(d) for d in diff_ids] if isinstance(diff_ids, list) else None,
-            },
+            "rootfs": {"type": str(rootfs.get("type") or ""), "diff_ids": diff_ids},
         }
     )
     new_manifest = {
@@ -378,6 +378,26 @@ def with_context_size(
             "size": len(new_config),
             "digest": sha256_digest(new_config),
         },
-        "layers": [_descriptor_struct(layer) for layer in manifest["layers"]],
+        "layers": [_descriptor_struct(layer) for layer in manifest["layers"]]
+        + [descriptor for _, descriptor in appended],
     }
-    return Artifact(go_json.marshal(new_manifest), new_config, tuple(layers))
+    all_layers = (*layers, *(layer for layer, _ in appended))
+    return Artifact(go_json.marshal(new_manifest), new_config, all_layers)
+
+
+def describe_extra_files(
+    *,
+    licenses: Sequence[Path] = (),
+    chat_template: Path | None = None,
+    mmproj: Path | None = None,
+) -> list[tuple[LayerFile, dict[str, Any]]]:
+    """License, chat template and mmproj layers, in DMR's order (as `package` adds them)."""
+    described = [
+        describe_layer(_regular_file(path, "license"), media_types.LICENSE) for path in licenses
+    ]
+    if chat_template is not None:
+        template = _regular_file(chat_template, "chat template")
+        described.append(describe_layer(template, media_types.CHAT_TEMPLATE))
+    if mmproj is not None:
+        described.append(describe_layer(_regular_file(mmproj, "mmproj file"), media_types.MMPROJ))
+    return described

@@ -38,10 +38,10 @@ from modelrunner.core.store.package import (
     LayerFile,
     build_gguf_artifact,
     created_seconds,
+    derive_artifact,
     docker_view,
     index_files,
     parse_manifest,
-    with_context_size,
 )
 
 
@@ -594,7 +594,9 @@ class ModelStore:
                 self._write_index(index)
             else:
                 config_bytes = self._read_blob(document["config"]["digest"], entry.id)
-                artifact = with_context_size(manifest_bytes, config_bytes, context_size, layers)
+                artifact = derive_artifact(
+                    manifest_bytes, config_bytes, layers, context_size=context_size
+                )
                 config_path = self.layout.blob_path(artifact.config_digest)
                 created_config = not config_path.exists()
                 if created_config:

@@ -262,7 +262,10 @@ class ApiClient:
             raise
 
     def get_model(self, name: str) -> dict[str, Any]:
-        return self.json_object("GET", f"/models/{model_path(name)}")
+        path = model_path(name)
+        if path.rpartition("/")[2] == "export":  # GET /models/<x>/export exports <x>: name it all
+            path = parse_reference(name).normalized
+        return self.json_object("GET", f"/models/{path}")
 
     def openai_models(self) -> dict[str, Any]:
         return self.json_object("GET", "/engines/v1/models")
@@ -284,6 +287,17 @@ class ApiClient:
     def purge(self) -> None:
         """DELETE /models/purge: every model goes."""
         self.request("DELETE", "/models/purge")
+
+    def repackage(self, source: str, target: str, context_size: int) -> dict[str, Any]:
+        """POST /models/{source}/repackage: the source with a new context size, tagged target."""
+        body = {"target": target, "context_size": context_size}
+        return self.json_object("POST", f"/models/{model_path(source)}/repackage", json=body)
+
+    @contextmanager
+    def export(self, name: str) -> Iterator[Iterator[bytes]]:
+        """GET /models/{name}/export: DMR's export tarball of a model, its bytes as they come."""
+        with self._streaming("GET", f"/models/{model_path(name)}/export") as response:
+            yield response.iter_bytes()
 
     def stream_logs(self, *, follow: bool, engines: bool) -> Iterator[bytes]:
         """GET /logs: the merged logs' bytes as they come (until the server ends the stream)."""

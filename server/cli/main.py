@@ -77,10 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     remove.set_defaults(handler=cmd_rm)
 
     package = commands.add_parser(
-        "package", help="package local GGUF files as a model and load it into the server"
+        "package",
+        help="package local GGUF files, or repackage a stored model (--from), and load it into "
+        "the server",
     )
     package.add_argument("target", metavar="MODEL", help="the name to store it under")
-    package.add_argument("--gguf", required=True, type=Path, help="the GGUF (first shard)")
+    package.add_argument("--gguf", type=Path, help="the GGUF (first shard)")
+    package.add_argument(
+        "--from",
+        dest="from_model",
+        metavar="MODEL",
+        help="a stored model to repackage (with only --context-size, the server does it)",
+    )
     package.add_argument("--mmproj", type=Path, help="a multimodal projector GGUF")
     package.add_argument("--chat-template", type=Path, help="a Jinja chat template file")
     package.add_argument("--context-size", type=int, help="the default context size in tokens")
