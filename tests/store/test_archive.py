@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from modelrunner.core.errors import InvalidInput
-from modelrunner.core.store.archive import write_archive
+from modelrunner.core.store.archive import _entry_header, write_archive
 from modelrunner.core.store.package import build_gguf_artifact
 from modelrunner.core.store.store import ModelStore
 
@@ -98,3 +98,36 @@ def test_manifest_with_missing_layer_blob_is_refused(store: ModelStore, tiny_ggu
     with pytest.raises(InvalidInput, match="missing"):
         store.load_archive(io.BytesIO(data))
     assert store.list() == []
+
+
+def test_headers_are_go_archive_tar_bytes(tiny_gguf: Path) -> None:
+    """DMR's tar.Header{Name, Mode, Size} through Go's writer: ustar, zeros, no record padding."""
+    artifact = build_gguf_artifact(tiny_gguf)
+    buffer = io.BytesIO()
+    write_archive(artifact, buffer)
+    data = buffer.getvalue()
+    first = data[:512]
+    assert first[:6] == b"blobs\0"  # no trailing slash, unlike Python's tarfile
+    zero_octal_8, zero_octal_12 = b"0000000\x00", b"00000000000\x00"
+    assert first[100:108] == b"0000755\x00"
+    assert first[108:148] == zero_octal_8 * 2 + zero_octal_12 * 2  # uid, gid, size, mtime
+    assert first[148:156] == b"%06o\0 " % (sum(first[:148]) + 8 * 32 + sum(first[156:]))
+    assert first[156:157] == b"5"
+    assert first[257:265] == b"ustar\x0000"
+    assert first[265:329] == b"\0" * 64  # no user or group names
+    assert first[329:345] == zero_octal_8 * 2  # device numbers
+    size = sum(512 + -(-length // 512) * 512 for length in (
+        *(layer.size for layer in artifact.layers),
+        len(artifact.config_bytes),
+        len(artifact.manifest_bytes),
+    ))  # fmt: skip
+    assert len(data) == 2 * 512 + size + 1024  # two zero blocks, no padding to 10 KiB
+
+
+def test_a_blob_past_8_gib_gets_gos_pax_size_record() -> None:
+    header = _entry_header("blobs/sha256/" + "b" * 64, 9 << 30)
+    assert header[:100].rstrip(b"\0") == b"blobs/sha256/PaxHeaders.0/" + b"b" * 64
+    assert header[156:157] == b"x"
+    assert header[512:531] == b"19 size=9663676416\n"
+    assert header[1024 : 1024 + 77] == b"blobs/sha256/" + b"b" * 64
+    assert header[1024 + 124 : 1024 + 136] == b"00000000000\0"
