@@ -64,6 +64,9 @@ class Settings:
     """DISABLE_SERVER_UPDATE: never build or fetch llama-server."""
     disable_metrics: bool = False
     """DISABLE_METRICS: do not serve /metrics."""
+    origins: tuple[str, ...] = ()
+    """DMR_ORIGINS: browser origins allowed to call the API besides localhost, 127.0.0.1 and
+    0.0.0.0 on any port ("http://host:*" allows every port of host, "*" every origin)."""
     runtime_memory_check: bool = True
     """MODEL_RUNNER_RUNTIME_MEMORY_CHECK: refuse to load a model that will not fit."""
     debug: bool = False
@@ -149,6 +152,7 @@ _FILE_KEYS: dict[str, type] = {
     "llama_server_version": str,
     "disable_server_update": bool,
     "disable_metrics": bool,
+    "origins": tuple,
     "runtime_memory_check": bool,
     "debug": bool,
     "do_not_track": bool,
@@ -268,6 +272,8 @@ def _read_environment(env: Mapping[str, str]) -> dict[str, Any]:
         values["models_path"] = Path(path).expanduser()
     if path := env.get("MODEL_RUNNER_LOG_DIR", "").strip():
         values["log_dir"] = Path(path).expanduser()
+    if origins := env.get("DMR_ORIGINS", "").strip():
+        values["origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
     if path := env.get("LLAMA_SERVER_PATH", "").strip():
         values["llama_server_path"] = Path(path).expanduser()
     if "LLAMA_ARGS" in env and env["LLAMA_ARGS"].strip():

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -24,6 +25,7 @@ from modelrunner.server import (
     openai_routes,
     responses_routes,
 )
+from modelrunner.server.cors import CrossOriginPolicy
 from modelrunner.server.errors import (
     ApiError,
     handle_api_error,
@@ -91,6 +93,7 @@ def build_app(runner: ModelRunner, *, manage_runner: bool = True) -> Starlette:
     app = Starlette(
         routes=table,
         lifespan=lifespan,
+        middleware=[Middleware(CrossOriginPolicy, extra_origins=runner.settings.origins)],
         exception_handlers={
             CoreError: handle_core_error,
             ApiError: handle_api_error,

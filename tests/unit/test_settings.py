@@ -44,6 +44,7 @@ def test_environment_overrides_the_config_file(tmp_path: Path) -> None:
             "MODEL_RUNNER_RUNTIME_MEMORY_CHECK": "false",
             "DO_NOT_TRACK": "1",
             "MODEL_RUNNER_HOST": "127.0.0.1:9999",
+            "DMR_ORIGINS": "https://app.example, http://box.lan:*,",
         }
     )
     assert settings.port == 20001
@@ -57,6 +58,7 @@ def test_environment_overrides_the_config_file(tmp_path: Path) -> None:
     assert settings.do_not_track
     assert settings.runtime_memory_check is False
     assert settings.runner_host == "http://127.0.0.1:9999"
+    assert settings.origins == ("https://app.example", "http://box.lan:*")
 
 
 def test_socket_is_used_only_without_a_port() -> None:
