@@ -314,7 +314,9 @@ class ModelStore:
 
         Raises:
             StoreCorrupt: The root holds files but no layout.json, so it may not be a model store
-                (a mistyped MODELS_PATH): nothing is deleted, as DMR refuses too.
+                (a mistyped MODELS_PATH): nothing is deleted, as DMR refuses too. Unlike DMR,
+                also when it holds anything the store does not write (a MODELS_PATH of a
+                directory in use gets a layout.json at start, so that file proves nothing).
             CoreError: Something under the root could not be deleted.
         """
         root = self.layout.root
@@ -325,6 +327,12 @@ class ModelStore:
                 raise StoreCorrupt(
                     f"refusing to reset: directory {str(root)!r} does not appear to be a model "
                     "store (missing layout.json)"
+                )
+            foreign = sorted(path.name for path in entries if not self._owns(path))
+            if foreign:
+                raise StoreCorrupt(
+                    f"refusing to reset: directory {str(root)!r} holds files that are not the "
+                    f"model store's ({', '.join(foreign)})"
                 )
             for path in entries:
                 try:
@@ -337,6 +345,16 @@ class ModelStore:
             self._index_seen = None
             self._descriptions.clear()
             self.layout.initialise()
+
+    def _owns(self, path: Path) -> bool:
+        """Whether an entry of the root is the store's: its files, folders, or a temp file of
+        an atomic write (anything else means MODELS_PATH names someone's own directory)."""
+        layout = self.layout
+        own = {layout.layout_file, layout.index_file, layout.blobs_dir}
+        own |= {layout.manifests_dir.parent, layout.bundles_dir.parent}
+        return path in own or path.name.startswith(
+            (f"{layout.layout_file.name}.tmp-", f"{layout.index_file.name}.tmp-")
+        )
 
     @staticmethod
     def _names_tag(index: Index, entry: IndexEntry, reference: str) -> ModelReference | None:

@@ -77,3 +77,36 @@ async def test_get_and_other_methods_on_purge_still_mean_a_model_named_purge(
     assert response.status_code == 404
     assert "purge" in response.text
     assert [model["id"] for model in (await client.get("/models")).json()] == [tiny_model.id]
+
+
+async def test_purge_refuses_a_store_root_that_holds_other_files(
+    client: httpx.AsyncClient, runner: ModelRunner, tiny_model: StoredModel
+) -> None:
+    # MODELS_PATH=~ by mistake: the store wrote its layout.json beside the user's own files.
+    root = runner.settings.models_path
+    (root / "notes.txt").write_text("precious")
+    (root / "Documents").mkdir()
+    (root / "Documents" / "thesis.md").write_text("chapter 1")
+    response = await client.delete("/models/purge")
+    assert response.status_code == 500
+    assert response.text == (
+        f"error while purging models: refusing to reset: directory {str(root)!r} holds files "
+        "that are not the model store's (Documents, notes.txt)\n"
+    )
+    assert (root / "notes.txt").read_text() == "precious"
+    assert (root / "Documents" / "thesis.md").read_text() == "chapter 1"
+    assert runner.store.layout.manifest_path(tiny_model.id).is_file()
+    assert [model["id"] for model in (await client.get("/models")).json()] == [tiny_model.id]
+
+
+async def test_purge_removes_a_symlink_in_the_store_not_what_it_points_to(
+    client: httpx.AsyncClient, runner: ModelRunner, tiny_model: StoredModel, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    blobs = runner.store.layout.blobs_dir / "sha256"
+    (blobs / "link-to-outside").symlink_to(outside)
+    assert (await client.delete("/models/purge")).status_code == 200
+    assert (outside / "keep.txt").read_text() == "keep"
+    assert not (blobs / "link-to-outside").exists()
