@@ -159,9 +159,15 @@ class _Tail:
 
 
 def stream_logs(
-    directory: Path | None, *, follow: bool, engines: bool, poll: float = POLL_SECONDS
+    directory: Path | None,
+    *,
+    follow: bool,
+    engines: bool,
+    poll: float = POLL_SECONDS,
+    until: asyncio.Event | None = None,
 ) -> AsyncGenerator[bytes, None]:
-    """The merged logs as text; with `follow`, new lines until the iterator is closed.
+    """The merged logs as text; with `follow`, new lines until the iterator is closed or
+    `until` is set.
 
     Raises:
         LogsUnavailable: No log directory is configured.
@@ -172,11 +178,11 @@ def stream_logs(
     if not (directory / SERVICE_LOG).is_file():
         raise LogNotFound("service log not found")
     tails = [_Tail(directory / SERVICE_LOG), _Tail(directory / ENGINE_LOG) if engines else None]
-    return _stream(tails, follow=follow, poll=poll)
+    return _stream(tails, follow=follow, poll=poll, until=until or asyncio.Event())
 
 
 async def _stream(
-    tails: list[_Tail | None], *, follow: bool, poll: float
+    tails: list[_Tail | None], *, follow: bool, poll: float, until: asyncio.Event
 ) -> AsyncGenerator[bytes, None]:
     service, engine = tails
     assert service is not None
@@ -191,14 +197,17 @@ async def _stream(
         for chunk in _chunks(lines):
             yield chunk
         while follow:
-            await asyncio.sleep(poll)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(until.wait(), poll)
             try:
-                lines = _read_both(service, engine, False)
+                lines = _read_both(service, engine, until.is_set())
             except OSError as error:
                 yield f"\n[logs error: {error}]\n".encode()
                 return
             for chunk in _chunks(lines):
                 yield chunk
+            if until.is_set():
+                return
     finally:
         for tail in tails:
             if tail is not None:

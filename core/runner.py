@@ -75,12 +75,15 @@ class ModelRunner:
         self._counting: asyncio.Task[None] | None = None
         self._warming: asyncio.Task[None] | None = None
         self._started = False
+        self._streams_ending = asyncio.Event()
+        """Set by end_streams: followed logs end instead of waiting for new lines."""
 
     async def start(self) -> None:
         """Open the store; import the default model in the background if the store is empty."""
         if self._started:
             return
         self._started = True
+        self._streams_ending.clear()
         await asyncio.to_thread(self.store.list)
         self._counting = asyncio.create_task(self._count_events(self.bus.subscribe()))
         self._warming = asyncio.create_task(self._warm_up())
@@ -528,7 +531,13 @@ class ModelRunner:
             LogNotFound: There is no service log (checked now, before anything is streamed).
             LogsUnavailable: Log files are turned off (no log directory).
         """
-        return stream_logs(self.settings.log_dir, follow=follow, engines=engines)
+        return stream_logs(
+            self.settings.log_dir, follow=follow, engines=engines, until=self._streams_ending
+        )
+
+    def end_streams(self) -> None:
+        """End every followed log (at shutdown: its client would otherwise keep the server up)."""
+        self._streams_ending.set()
 
     async def disk_usage(self) -> housekeeping.DiskUsage:
         """The store's and the engine's disk usage, each file counted once (GET /engines/df)."""

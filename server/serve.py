@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,19 @@ def logging_config(debug: bool, log_dir: Path | None = None) -> dict[str, Any]:
 
 
 class ApiServer(uvicorn.Server):
-    """uvicorn's server, but a SIGINT/SIGTERM shutdown ends in a return, not a re-raised signal."""
+    """uvicorn's server, but a SIGINT/SIGTERM shutdown ends in a return, not a re-raised signal,
+    and `on_shutdown` runs first (to end the endless streams that would hold the shutdown up)."""
+
+    def __init__(
+        self, config: uvicorn.Config, *, on_shutdown: Callable[[], None] | None = None
+    ) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._on_shutdown is not None:
+            self._on_shutdown()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -123,7 +135,8 @@ def build_server(settings: Settings) -> tuple[ApiServer, list[socket.socket] | N
     from modelrunner.core.runner import ModelRunner
     from modelrunner.server.app import build_app
 
-    app = build_app(ModelRunner(settings))
+    runner = ModelRunner(settings)
+    app = build_app(runner)
     log_dir = open_log_dir(settings.log_dir)
     config = uvicorn.Config(
         app,
@@ -134,7 +147,7 @@ def build_server(settings: Settings) -> tuple[ApiServer, list[socket.socket] | N
         timeout_graceful_shutdown=5,
         server_header=False,
     )
-    server = ApiServer(config)
+    server = ApiServer(config, on_shutdown=runner.end_streams)
     if settings.socket is not None:
         return server, [bind_unix_socket(settings.socket)]
     return server, None

@@ -178,3 +178,21 @@ def test_a_real_server_follow_picks_up_its_own_records(api: ApiProcess) -> None:
         while b"GET /models/ai/not-there" not in received:
             received += next(chunks)
         assert all(STAMPED.match(line) for line in received.splitlines())
+
+
+def test_a_real_server_shuts_down_at_once_and_ends_its_followers_cleanly(api: ApiProcess) -> None:
+    with (
+        httpx.Client(base_url=api.host, timeout=10) as http,
+        http.stream("GET", "/logs", params={"follow": "true", "no-engines": "true"}) as response,
+    ):
+        chunks = response.iter_raw()
+        assert b"modelrunner API on" in next(chunks)
+        started = time.monotonic()
+        api.process.terminate()
+        rest = b"".join(chunks)  # the chunked body ends properly: no RemoteProtocolError
+        assert api.process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 2  # not uvicorn's 5 s graceful-shutdown timeout
+    assert all(STAMPED.match(line) for line in rest.splitlines())
+    log = api.log.read_text()
+    assert "Shutting down" in log
+    assert "timeout graceful shutdown exceeded" not in log
