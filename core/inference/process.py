@@ -193,9 +193,19 @@ class SupervisedProcess:
                 self._set_state(ProcessState.FAILED)
 
     async def _read_output(self, process: asyncio.subprocess.Process) -> None:
-        """Copy output into the log line by line until EOF."""
-        assert process.stdout is not None
-        async for raw in process.stdout:
+        """Copy output into the log line by line until EOF; a line longer than the stream's
+        limit is passed on in pieces (and reading goes on: a child with a full pipe hangs)."""
+        stdout = process.stdout
+        assert stdout is not None
+        while True:
+            try:
+                raw = await stdout.readuntil(b"\n")
+            except asyncio.LimitOverrunError as overrun:
+                raw = await stdout.read(overrun.consumed)
+            except asyncio.IncompleteReadError as end:
+                raw = end.partial
+                if not raw:
+                    return
             self.log.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
 
     def mark_ready(self) -> None:

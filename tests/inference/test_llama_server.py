@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from modelrunner.core.inference.llama_server import (
     probe_health,
     sweep_stale_runtime_dirs,
 )
-from modelrunner.core.inference.process import OutputLog, ProcessState
+from modelrunner.core.inference.process import OutputLog, ProcessState, SupervisedProcess
 from modelrunner.core.settings import Settings
 from tests.inference.engine_fakes import FakeBundle, process_gone, wait_until
 
@@ -286,3 +287,26 @@ def test_a_runners_output_file_stays_bounded_across_loads(tmp_path: Path) -> Non
     reopened.close()
     assert rotated.read_text() == "y" * 2000
     assert path.read_text() == "fresh\n"
+
+
+async def test_a_line_past_the_read_limit_is_passed_on_in_pieces_and_reading_goes_on() -> None:
+    # A 3 MiB line (a verbose llama-server printing a long prompt) once ended the reader: the
+    # pipe filled up and the child blocked on its next write, forever.
+    script = (
+        "import sys; out = sys.stdout.buffer; out.write(b'x' * (3 << 20) + b'\\n');"
+        "out.write(b'\\xff\\xfe not utf-8\\n');"
+        "[out.write(b'filler %d\\n' % i) for i in range(20000)]; out.write(b'the end\\n')"
+    )
+    lines: list[str] = []
+    process = SupervisedProcess(
+        [sys.executable, "-c", script], log=OutputLog(10, on_line=lines.append)
+    )
+    await process.start()
+    try:
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+    finally:
+        await process.stop(grace=0.1)
+    pieces = lines.index("\ufffd\ufffd not utf-8")
+    assert pieces > 1
+    assert "".join(lines[:pieces]) == "x" * (3 << 20)
+    assert lines[pieces + 1 :] == [f"filler {i}" for i in range(20000)] + ["the end"]
