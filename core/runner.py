@@ -153,6 +153,8 @@ class ModelRunner:
         """
         for pull in self.puller.active():
             await self.puller.cancel(pull.reference)
+        if self._huggingface is not None:
+            await self._huggingface.cancel_all()
         await self.pool.unload(None, include_busy=True)
         try:
             await asyncio.to_thread(self.store.reset)

@@ -312,6 +312,13 @@ class HuggingFaceSource:
                 with contextlib.suppress(ValueError):
                     listeners.remove(on_progress)
 
+    async def cancel_all(self) -> None:
+        """Stop every pull under way (staged files stay); their callers see a cancellation."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _finish(self, key: str) -> None:
         self._inflight.pop(key, None)
         self._listeners.pop(key, None)

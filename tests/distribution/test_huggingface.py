@@ -302,3 +302,28 @@ async def test_pulled_gguf_chats_through_llama_server(
         assert all(isinstance(delta, str) for delta in deltas)
     finally:
         await runner.stop()
+
+
+async def test_purge_cancels_a_hugging_face_pull_so_its_model_does_not_come_back(
+    fake_hub: FakeHub, settings: Settings
+) -> None:
+    write_tiny_gguf(  # 9 MB, sent in 1 MiB pieces: 9 s at 1 MB/s
+        fake_hub.repo(REPO) / "Tiny-Q4_K_M.gguf",
+        n_embd=256,
+        n_ff=1024,
+        file_type=gguf.LlamaFileType.MOSTLY_Q4_K_M,
+    )
+    fake_hub.start(throttle=1_000_000)
+    runner = ModelRunner(settings)
+    await runner.start()
+    try:
+        events = runner.subscribe()
+        pull = asyncio.ensure_future(runner.pull(f"hf.co/{REPO}"))
+        while not isinstance(await asyncio.wait_for(anext(events), 10), PullProgressed):
+            pass  # downloading now
+        await runner.purge()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(pull, 10)
+        assert await runner.list_models() == []
+    finally:
+        await runner.stop()
