@@ -124,6 +124,7 @@ class _Tail:
             return []
         lines = self._read_lines()
         if self._rotated():  # read to its end: now the new file at the path, from its start
+            lines += self._read_lines()  # what came between the read and the rename
             self.close()
             self._partial = b""
             return lines + self.read(final=final)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -203,5 +205,37 @@ async def test_follow_picks_up_an_engine_log_created_later(tmp_path: Path) -> No
         match = STAMPED.match(line.decode())
         assert match is not None
         assert match.group(3) == "llama-server says hi"
+    finally:
+        await followed.aclose()
+
+
+async def test_follow_keeps_a_line_written_just_before_the_rotation_it_then_sees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer appends and rotates between the follower's read and its look at the path.
+    service = tmp_path / SERVICE_LOG
+    write(service, stamp(1) + b"before")
+    followed = stream_logs(tmp_path, follow=True, engines=False, poll=0.01)
+    real_stat = os.stat
+    raced = False
+
+    def racing_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        nonlocal raced
+        if Path(path) == service and not raced:
+            raced = True
+            write(service, stamp(2) + b"last of the old file")
+            service.rename(tmp_path / (SERVICE_LOG + ".1"))
+            write(service, stamp(3) + b"first of the new file")
+        return real_stat(path, *args, **kwargs)
+
+    try:
+        assert await next_chunk(followed) == stamp(1) + b"before\n"
+        monkeypatch.setattr(os, "stat", racing_stat)
+        received = b""
+        while b"first of the new file" not in received:
+            received += await next_chunk(followed)
+        assert (
+            received == stamp(2) + b"last of the old file\n" + stamp(3) + b"first of the new file\n"
+        )
     finally:
         await followed.aclose()
