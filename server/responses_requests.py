@@ -199,7 +199,8 @@ def _tools_fields(tools: object, choice: object) -> dict[str, Any]:
     if choice in ("auto", "none", "required"):
         fields["tool_choice"] = choice
     elif isinstance(choice, Mapping) and choice.get("type") == "function":
-        name = choice.get("name") or (choice.get("function") or {}).get("name")
+        nested = choice.get("function")
+        name = choice.get("name") or (nested.get("name") if isinstance(nested, Mapping) else None)
         if not isinstance(name, str) or not name:
             raise ApiError(400, 'tool_choice of type "function" needs the function\'s "name"')
         fields["tool_choice"] = {"type": "function", "function": {"name": name}}

@@ -361,6 +361,8 @@ async def test_unsupported_features_are_a_400(
         ({"model": "m", "input": "Hi", "previous_response_id": "resp_gone"},
          'previous_response_id "resp_gone" was not found'),
         ({"model": "m"}, "input is required"),
+        ({"model": "m", "input": "Hi", "tool_choice": {"type": "function", "function": "f"}},
+         'tool_choice of type "function" needs the function\'s "name"'),
     ],
 )  # fmt: skip
 async def test_bad_requests_are_a_400_that_says_why(
@@ -474,12 +476,19 @@ def test_a_whole_answer_with_tool_calls() -> None:
 
 def test_a_mid_stream_error_fails_the_response() -> None:
     events = ResponseEvents(ResponseShape(parse_request({"model": "m", "input": "Hi"})))
-    events.start()
-    events.feed(_chunk({"content": "Hel"}))
+    emitted = events.start()
+    emitted += events.feed(_chunk({"content": "Hel"}))
     failed = events.fail("server_error", "llama-server crashed")
-    assert [event["type"] for event in failed] == ["error", "response.failed"]
-    assert failed[0]["message"] == "llama-server crashed"
-    response = failed[1]["response"]
+    emitted += failed
+    assert [event["type"] for event in failed] == [
+        "response.output_text.done", "response.content_part.done", "response.output_item.done",
+        "error", "response.failed",
+    ]  # fmt: skip
+    assert [event["sequence_number"] for event in emitted] == list(range(len(emitted)))
+    assert failed[2]["item"]["status"] == "incomplete"
+    assert failed[2]["item"]["content"][0]["text"] == "Hel"
+    assert failed[3]["message"] == "llama-server crashed"
+    response = failed[4]["response"]
     assert response["status"] == "failed"
     assert response["error"] == {"code": "server_error", "message": "llama-server crashed"}
     assert response["output"][0]["content"][0]["text"] == "Hel"
