@@ -302,12 +302,13 @@ class ResponseEvents:
         return events
 
     def fail(self, code: str, message: str) -> list[dict[str, Any]]:
-        """An `error` event and response.failed (with what was said so far)."""
-        if self._open is not None:
-            self._finish_open("incomplete")
+        """The open item finished as incomplete, an `error` event and response.failed (with
+        what was said so far)."""
+        events = self._finish_open("incomplete")
         error = {"code": code, "message": message}
         self.final = self.shape.response("failed", self.output, usage=self._usage, error=error)
         return [
+            *events,
             self._event("error", code=code, message=message, param=None),
             self._event("response.failed", response=self.final),
         ]
