@@ -9,13 +9,14 @@ body goes to the model's completion runner as it came and the answer streams str
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from modelrunner.core.errors import ModelNotFound
+from modelrunner.core.errors import CoreError, ModelNotFound
 from modelrunner.server.errors import ApiError, anthropic_error
 from modelrunner.server.openai_routes import (
     UpstreamStreamingResponse,
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 REQUEST_ORIGIN = "anthropic/messages"
 """The X-Request-Origin DMR sets on what it forwards from /anthropic/."""
+
+SSE = "text/event-stream"
 
 OPERATIONS = ("messages", "messages/count_tokens")
 """What is forwarded to llama-server, under /v1/."""
@@ -97,7 +100,20 @@ async def messages(request: Request) -> Response:
         return Response(status_code=499)  # nobody is listening any more
     if upstream.status >= 400:
         return await _anthropic_upstream_error(upstream)
+    if upstream.headers.get("content-type", "").startswith("text/event-stream"):
+        return UpstreamStreamingResponse(upstream, _events(upstream), media_type=SSE)
     return UpstreamStreamingResponse(upstream)
+
+
+async def _events(upstream: UpstreamResponse) -> AsyncIterator[bytes]:
+    """llama-server's events as they come; a runner that breaks off mid-stream ends them with
+    Anthropic's `error` event (its SDKs raise it), not with a cut connection."""
+    try:
+        async for chunk in upstream.iter_chunks():
+            yield chunk
+    except CoreError as error:
+        failure = {"type": "error", "error": {"type": "api_error", "message": error.message}}
+        yield f"event: error\ndata: {json.dumps(failure, ensure_ascii=False)}\n\n".encode()
 
 
 def routes() -> list[BaseRoute]:

@@ -12,6 +12,8 @@ import anthropic
 import httpx
 import pytest
 
+from modelrunner.core.errors import RunnerFailed
+from modelrunner.core.inference.upstream import UpstreamResponse
 from modelrunner.core.runner import ModelRunner
 from modelrunner.core.store.store import StoredModel
 from modelrunner.server.errors import anthropic_error
@@ -223,6 +225,45 @@ async def test_llama_servers_own_refusal_is_anthropic_shaped(
     assert body["type"] == "error"
     assert body["error"]["type"] == "invalid_request_error"
     assert "exceeds the available context size" in body["error"]["message"]
+
+
+@pytest.mark.llama
+async def test_a_stream_broken_off_ends_with_anthropics_error_event(
+    sdk: anthropic.AsyncAnthropic, runner: ModelRunner, smollm2: StoredModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    forward = runner.forward
+
+    async def breaking(*args: Any, **kwargs: Any) -> UpstreamResponse:
+        upstream = await forward(*args, **kwargs)
+        chunks = upstream.iter_chunks
+
+        async def two_then_crash() -> AsyncIterator[bytes]:
+            async for number, chunk in aenumerate(chunks()):
+                yield chunk
+                if number == 1:
+                    raise RunnerFailed(f"llama-server for {SMOLLM2} broke off its response")
+
+        monkeypatch.setattr(upstream, "iter_chunks", two_then_crash)
+        return upstream
+
+    monkeypatch.setattr(runner, "forward", breaking)
+    with pytest.raises(anthropic.APIStatusError, match="broke off its response") as broken:
+        async with sdk.messages.stream(
+            model="smollm2", max_tokens=64, messages=QUESTION
+        ) as stream:
+            async for _ in stream:
+                pass
+    body: Any = broken.value.body
+    assert body["error"]["type"] == "api_error"
+    assert body["error"]["message"] == f"llama-server for {SMOLLM2} broke off its response"
+
+
+async def aenumerate(items: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, bytes]]:
+    number = 0
+    async for item in items:
+        yield number, item
+        number += 1
 
 
 @pytest.mark.parametrize(
