@@ -618,10 +618,14 @@ async def _stream_export(export: ModelExport) -> AsyncIterator[bytes]:
             yield chunk
         await producer
     finally:
+        # No await here: a cancelled reader (a client that left) may not wait any more.
         raw.abandoned = True
-        while not producer.done():  # unblock a writer waiting for room, until it gives up
-            with contextlib.suppress(asyncio.QueueEmpty):
-                queue.get_nowait()
-            await asyncio.sleep(0.01)
-        with contextlib.suppress(Exception):
-            producer.result()
+        while not queue.empty():  # a writer waiting for room gets it, then fails and stops
+            queue.get_nowait()
+        producer.add_done_callback(_expected_failure)
+
+
+def _expected_failure(producer: asyncio.Future[None]) -> None:
+    """Take the export writer's error once its reader has gone (BrokenPipeError, as a rule)."""
+    if not producer.cancelled():
+        producer.exception()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import hashlib
 import io
 import json
+import logging
+import os
 import tarfile
+import threading
 from pathlib import Path
 
 import httpx
@@ -18,6 +23,7 @@ from modelrunner.core.store.package import Artifact
 from modelrunner.core.store.store import ModelStore, StoredModel
 from tests.gguf_factory import write_tiny_gguf
 from tests.server.conftest import TINY
+from tests.server.test_logs_routes import open_log_descriptors, wait_for
 
 
 def _blob_files(store: ModelStore) -> dict[str, bytes]:
@@ -224,3 +230,31 @@ async def test_repackage_of_a_v02_model_keeps_its_config_media_type(
     assert json.loads(store.manifest_bytes("ai/v02:long"))["config"]["mediaType"] == (
         media_types.CONFIG_V02
     )
+
+
+async def test_a_client_leaving_a_slow_export_frees_its_thread_and_files_quietly(
+    live_url: str, runner: ModelRunner, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(hashlib.sha256(b"seed").digest() * (32 << 15))  # 32 MiB: the queue fills
+    await runner.package_model(write_tiny_gguf(tmp_path / "t.gguf"), "ai/big", licenses=[big])
+    blobs = runner.store.layout.blobs_dir
+    threads = threading.active_count()
+    for _ in range(3):
+        async with (
+            httpx.AsyncClient(base_url=live_url) as http,
+            http.stream("GET", "/models/ai/big/export") as response,
+        ):
+            chunks = response.aiter_raw()
+            await anext(chunks)
+            await asyncio.sleep(0.3)  # the writer thread now waits for room in the queue
+            assert open_log_descriptors(os.getpid(), blobs) > 0
+        await wait_for(
+            lambda: open_log_descriptors(os.getpid(), blobs) == 0,
+            "the export closed its blobs after the client left",
+        )
+    gc.collect()
+    await asyncio.sleep(0.1)
+    assert threading.active_count() <= threads + 3  # executor threads, idle, not one per export
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert logged == []  # no "Future exception was never retrieved: BrokenPipeError"
