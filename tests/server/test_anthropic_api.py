@@ -248,12 +248,14 @@ async def test_a_stream_broken_off_ends_with_anthropics_error_event(
         return upstream
 
     monkeypatch.setattr(runner, "forward", breaking)
-    with pytest.raises(anthropic.APIStatusError, match="broke off its response") as broken:
-        async with sdk.messages.stream(
-            model="smollm2", max_tokens=64, messages=QUESTION
-        ) as stream:
+
+    async def read_the_stream() -> None:
+        async with sdk.messages.stream(model="smollm2", max_tokens=64, messages=QUESTION) as stream:
             async for _ in stream:
                 pass
+
+    with pytest.raises(anthropic.APIStatusError, match="broke off its response") as broken:
+        await read_the_stream()
     body: Any = broken.value.body
     assert body["error"]["type"] == "api_error"
     assert body["error"]["message"] == f"llama-server for {SMOLLM2} broke off its response"
