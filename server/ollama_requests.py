@@ -257,11 +257,16 @@ def _answered_call(
 
 
 def tools_field(value: object) -> dict[str, Any]:
-    """Ollama's `tools` (OpenAI's format already)."""
+    """Ollama's `tools` (OpenAI's format already); each needs a function with a name, which
+    llama-server would refuse with a 500."""
     if value is None or value == []:
         return {}
     if not isinstance(value, list) or not all(isinstance(tool, Mapping) for tool in value):
         raise ApiError(400, f'"tools" must be a list of tool objects, not {value!r}')
+    for number, tool in enumerate(value):
+        function = tool.get("function")
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise ApiError(400, f'tools[{number}] needs a "function" with a "name"')
     return {"tools": value}
 
 

@@ -39,6 +39,11 @@ HI = [{"role": "user", "content": "hi"}]
         ("POST", "/api/chat", {"model": "tiny", "messages": HI, "keep_alive": "soon"},
          400, "keep_alive"),
         ("POST", "/api/chat", {"model": "tiny", "messages": HI, "tools": {"x": 1}}, 400, "tools"),
+        ("POST", "/api/chat", {"model": "tiny", "messages": HI, "tools": [{"type": "function"}]},
+         400, 'tools[0] needs a "function" with a "name"'),
+        ("POST", "/api/chat", {"model": "tiny", "messages": HI,
+                               "tools": [{"type": "function", "function": {"name": 3}}]},
+         400, 'tools[0] needs a "function" with a "name"'),
         ("POST", "/api/chat", {"model": "tiny", "messages": [
             {"role": "user", "content": "what?", "images": ["not base64!"]}]}, 400, "base64"),
         ("POST", "/api/chat", {"model": "tiny", "messages": [
