@@ -22,6 +22,7 @@ from modelrunner.server.openai_routes import (
     UpstreamStreamingResponse,
     forwarded_headers,
     proxy,
+    refuse_images_without_projector,
     requested_keep_alive,
     unless_the_client_leaves,
     upstream_path,
@@ -58,6 +59,20 @@ def anthropic_request(body: bytes) -> tuple[str, float | None]:
     return model, requested_keep_alive(payload)
 
 
+def _has_images(messages: list[Any]) -> bool:
+    """Whether any message (or a tool result in one) carries an image block."""
+    blocks = [
+        block
+        for message in messages
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for block in message["content"]
+        if isinstance(block, dict)
+    ]
+    results = [block["content"] for block in blocks if isinstance(block.get("content"), list)]
+    nested = [block for content in results for block in content if isinstance(block, dict)]
+    return any(block.get("type") == "image" for block in [*blocks, *nested])
+
+
 def upstream_error_message(raw: bytes) -> str:
     """What a llama-server error body says (its OpenAI envelope's message, else the text)."""
     try:
@@ -92,6 +107,8 @@ async def messages(request: Request) -> Response:
         if request.headers.get("x-preload-only") == "true":
             await runner.load(model, path, keep_alive=keep_alive)
             return Response(status_code=200)
+        if _has_images(json.loads(body)["messages"]):
+            await refuse_images_without_projector(runner, await runner.find_model(model), model)
         forwarding = runner.forward(model, path, body, headers, keep_alive=keep_alive)
         upstream = await unless_the_client_leaves(request, forwarding)
     except ModelNotFound:

@@ -10,7 +10,6 @@ for unknown models.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -44,7 +43,11 @@ from modelrunner.server.ollama_requests import (
     think_fields,
     tools_field,
 )
-from modelrunner.server.openai_routes import UpstreamStreamingResponse, unless_the_client_leaves
+from modelrunner.server.openai_routes import (
+    UpstreamStreamingResponse,
+    refuse_images_without_projector,
+    unless_the_client_leaves,
+)
 
 if TYPE_CHECKING:
     from modelrunner.core.runner import ModelRunner
@@ -95,12 +98,9 @@ async def _apply_num_ctx(runner: ModelRunner, model: StoredModel, num_ctx: int |
 async def _check_images(
     runner: ModelRunner, model: StoredModel, name: str, messages: list[dict[str, Any]]
 ) -> None:
-    """Images need a multimodal projector: a model without one is a 400, not llama-server's 500."""
-    if not any(isinstance(message["content"], list) for message in messages):
-        return
-    bundle = await asyncio.to_thread(runner.store.bundle, model.id)
-    if bundle.mmproj is None:
-        raise ApiError(400, f"{name} does not support images: it has no multimodal projector")
+    """A 400 when `messages` carry images and the model has no projector to see them."""
+    if any(isinstance(message["content"], list) for message in messages):
+        await refuse_images_without_projector(runner, model, name)
 
 
 async def _infer(

@@ -171,6 +171,15 @@ async def unless_the_client_leaves(
     return None
 
 
+async def refuse_images_without_projector(
+    runner: ModelRunner, model: StoredModel, name: str
+) -> None:
+    """Images need a multimodal projector: a model without one is a 400, not llama-server's 500."""
+    bundle = await asyncio.to_thread(runner.store.bundle, model.id)
+    if bundle.mmproj is None:
+        raise ApiError(400, f"{name} does not support images: it has no multimodal projector")
+
+
 def openai_model_id(model: StoredModel) -> str:
     """The id clients send back: the first tag in normalised form ("ai/smollm2:135M-Q4_1").
 

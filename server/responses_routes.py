@@ -25,6 +25,7 @@ from modelrunner.server.errors import ApiError, core_error_response, openai_erro
 from modelrunner.server.openai_routes import (
     BACKENDS,
     UpstreamStreamingResponse,
+    refuse_images_without_projector,
     unless_the_client_leaves,
 )
 from modelrunner.server.request_bodies import parse_json_object, read_body
@@ -87,7 +88,11 @@ class ResponsesApi:
                 raise ApiError(400, message)
             history = previous.conversation
         runner: ModelRunner = request.app.state.runner
-        body = json.dumps(parsed.chat_payload(history)).encode()
+        payload = parsed.chat_payload(history)
+        if any(isinstance(message.get("content"), list) for message in payload["messages"]):
+            model = await runner.find_model(parsed.model)
+            await refuse_images_without_projector(runner, model, parsed.model)
+        body = json.dumps(payload).encode()
         forwarding = runner.forward(
             parsed.model, "/v1/chat/completions", body, _JSON_HEADERS, keep_alive=parsed.keep_alive
         )

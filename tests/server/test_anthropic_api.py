@@ -292,6 +292,34 @@ async def test_refusals_are_anthropic_shaped(
     assert response.json() == {"type": "error", "error": {"type": kind, "message": message}}
 
 
+PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5Er"
+    "kJggg=="
+)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        [{"type": "text", "text": "What is this?"},
+         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}],
+        [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": PNG}}]}],
+    ],
+)  # fmt: skip
+async def test_an_image_to_a_model_without_a_projector_is_a_400(
+    client: httpx.AsyncClient, tiny_model: StoredModel, content: list[Any]
+) -> None:
+    body = {"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": content}]}
+    response = await client.post("/anthropic/v1/messages", json=body)
+    assert response.status_code == 400
+    assert response.json() == {"type": "error", "error": {
+        "type": "invalid_request_error",
+        "message": "tiny does not support images: it has no multimodal projector",
+    }}  # fmt: skip
+
+
 async def test_a_body_over_10_mib_is_request_too_large(http: httpx.AsyncClient) -> None:
     response = await http.post("/anthropic/v1/messages", content=b" " * (MAX_BODY_BYTES + 1))
     assert response.status_code == 413

@@ -373,6 +373,18 @@ async def test_bad_requests_are_a_400_that_says_why(
     assert response.json()["error"]["message"].startswith(message)
 
 
+async def test_an_image_to_a_model_without_a_projector_is_a_400(
+    client: httpx.AsyncClient, tiny_model: StoredModel
+) -> None:
+    image = {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}
+    body = {"model": "tiny", "input": [{"role": "user", "content": [image]}]}
+    response = await client.post("/v1/responses", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["message"] == "tiny does not support images: it has no multimodal projector"
+    assert error["type"] == "invalid_request_error"
+
+
 async def test_invalid_json_and_unknown_backends(client: httpx.AsyncClient) -> None:
     response = await client.post("/engines/responses", content=b"{nope")
     assert response.status_code == 400
