@@ -271,9 +271,10 @@ def tools_field(value: object) -> dict[str, Any]:
 
 
 def embed_inputs(value: object) -> list[str]:
-    """/api/embed's `input`: a string or a list of strings."""
+    """/api/embed's `input`: a string or a list of strings (an empty string is none, as in
+    Ollama)."""
     if isinstance(value, str):
-        return [value]
+        return [value] if value else []
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return value
     raise ApiError(400, f'"input" must be a string or a list of strings, not {value!r}')

@@ -87,6 +87,15 @@ async def test_bad_requests_are_ollama_errors(
     assert says in response.json()["error"]
 
 
+@pytest.mark.parametrize("empty", ["", []])
+async def test_embedding_nothing_is_no_embeddings(
+    client: httpx.AsyncClient, tiny_model: StoredModel, empty: object
+) -> None:
+    response = await client.post("/api/embed", json={"model": "tiny", "input": empty})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"model": "tiny", "embeddings": []}
+
+
 async def test_tags_lists_every_tag_and_an_untagged_model_by_id(
     client: httpx.AsyncClient, tiny_model: StoredModel
 ) -> None:
