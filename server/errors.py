@@ -16,6 +16,9 @@ logger = logging.getLogger(__name__)
 OPENAI_PREFIXES = ("/v1/", "/engines/")
 """Paths whose errors use the OpenAI envelope, so OpenAI SDKs raise typed errors."""
 
+RESPONSES_PREFIXES = ("/responses", "/engines/responses")
+"""DMR's Responses API paths outside /v1/, which use the OpenAI envelope too."""
+
 OLLAMA_PREFIX = "/api/"
 """Paths whose errors are Ollama's `{"error": "…"}`, which Ollama clients show."""
 
@@ -68,6 +71,8 @@ def wants_openai_errors(path: str) -> bool:
     DMR's engine admin routes (/engines/status, ps, unload, [{backend}/]_configure) answer
     plain text; only the OpenAI routes under /engines/ use the envelope.
     """
+    if any(path == prefix or path.startswith(f"{prefix}/") for prefix in RESPONSES_PREFIXES):
+        return True
     if path.startswith("/engines/") and "/v1/" not in path + "/":
         return False
     return path == "/v1" or path.startswith(OPENAI_PREFIXES)

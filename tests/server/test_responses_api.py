@@ -394,6 +394,17 @@ async def test_invalid_json_and_unknown_backends(client: httpx.AsyncClient) -> N
     assert "backend not found" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("prefix", ["/responses", "/engines/responses", "/v1/responses"])
+async def test_a_wrong_method_is_an_openai_error_on_every_prefix(
+    client: httpx.AsyncClient, prefix: str
+) -> None:
+    response = await client.get(prefix)
+    assert response.status_code == 405
+    error = response.json()["error"]
+    assert error["message"] == f"method GET is not allowed on {prefix}"
+    assert error["type"] == "invalid_request_error"
+
+
 async def test_an_unknown_model_is_a_404(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/responses", json={"model": "ai/nothing", "input": "Hi"})
     assert response.status_code == 404
