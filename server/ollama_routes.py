@@ -67,12 +67,17 @@ def _runner(request: Request) -> ModelRunner:
 
 
 async def _load_or_unload(
-    runner: ModelRunner, model: StoredModel, shape: answers.AnswerShape, keep_alive: float | None
+    runner: ModelRunner,
+    model: StoredModel,
+    shape: answers.AnswerShape,
+    keep_alive: float | None,
+    num_ctx: int | None,
 ) -> Response:
-    """Ollama's empty request: load the model (keep_alive 0: unload it)."""
+    """Ollama's empty request: load the model with its num_ctx (keep_alive 0: unload it)."""
     if keep_alive == 0:
         await runner.unload([model.id], include_busy=False)
         return JSONResponse(shape.answer("", done=True, done_reason="unload"))
+    await _apply_num_ctx(runner, model, num_ctx)
     await runner.load(model.id, keep_alive=keep_alive)
     return JSONResponse(shape.answer("", done=True, done_reason="load"))
 
@@ -183,7 +188,7 @@ async def chat(request: Request) -> Response:
     runner = _runner(request)
     model = await runner.find_model(name)
     if not messages:
-        return await _load_or_unload(runner, model, shape, keep_alive)
+        return await _load_or_unload(runner, model, shape, keep_alive, num_ctx)
     await _check_images(runner, model, name, messages)
     await _apply_num_ctx(runner, model, num_ctx)
     if stream:
@@ -220,7 +225,7 @@ async def generate(request: Request) -> Response:
     runner = _runner(request)
     model = await runner.find_model(name)
     if not prompt and not images:
-        return await _load_or_unload(runner, model, shape, keep_alive)
+        return await _load_or_unload(runner, model, shape, keep_alive, num_ctx)
     await _check_images(runner, model, name, payload.get("messages") or [])
     await _apply_num_ctx(runner, model, num_ctx)
     path = "/v1/completions" if raw else "/v1/chat/completions"

@@ -219,6 +219,19 @@ async def test_num_ctx_reconfigures_the_context(
     assert config.config.context_size == 1024
 
 
+async def test_an_empty_request_loads_with_its_num_ctx(
+    sdk: ollama.AsyncClient, runner: ModelRunner, smollm2: StoredModel
+) -> None:
+    loaded = await sdk.generate("smollm2", options={"num_ctx": 2048})
+    assert loaded.done_reason == "load"
+    [running] = (await sdk.ps()).models
+    assert running.context_length == 2048
+    chat_loaded = await sdk.chat("smollm2", messages=[], options={"num_ctx": 1024})
+    assert chat_loaded.done_reason == "load"
+    [running] = (await sdk.ps()).models
+    assert running.context_length == 1024
+
+
 async def test_embed_and_legacy_embeddings(sdk: ollama.AsyncClient, smollm2: StoredModel) -> None:
     embedded = await sdk.embed("smollm2", input=["The sky is blue.", "Grass is green."])
     first, second = embedded.embeddings
