@@ -32,7 +32,10 @@ _DOMAIN_RE = re.compile(
 _PATH_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_ID_RE = re.compile(r"^(?:sha256:)?([0-9a-f]{4,64})$")
+_ID_RE = re.compile(r"^(?:sha256:([0-9a-f]{4,64})|([0-9a-f]{12,64}))$")
+"""A model ID or ID prefix: after "sha256:" at least 4 hex; bare, at least the 12 of the short
+ID `list` shows, so a hex-looking name ("beef", "cafe01") is never taken for an ID (an `rm`
+of a model not stored must not delete another one whose ID starts that way)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,14 +101,14 @@ class ModelReference:
 
 
 def looks_like_id(text: str) -> bool:
-    """Whether text could be a model ID or an ID prefix ("sha256:<hex>", 64 hex, or >= 4 hex)."""
+    """Whether text could be a model ID or an ID prefix ("sha256:" and >= 4 hex, or >= 12 hex)."""
     return _ID_RE.match(text.strip()) is not None
 
 
 def id_hex(text: str) -> str | None:
     """The hex part of an ID or ID prefix, or None when text is not one."""
     match = _ID_RE.match(text.strip())
-    return match.group(1) if match else None
+    return (match.group(1) or match.group(2)) if match else None
 
 
 def parse_reference(text: str) -> ModelReference:

@@ -92,7 +92,22 @@ def test_get_errors_are_clear(store: ModelStore, tiny_gguf: Path, other_gguf: Pa
     )
     if shared is not None:
         with pytest.raises(InvalidInput, match="ambiguous"):
-            store.get(shared)
+            store.get(f"sha256:{shared}")
+
+
+def test_a_short_hex_name_is_a_name_not_an_id_prefix(store: ModelStore, tiny_gguf: Path) -> None:
+    """`rm beef` of a model not stored must not remove another whose ID starts with beef: bare
+    hex is an ID prefix only from the 12 characters `list` shows (DMR: 12 or 64)."""
+    model = store.package_gguf(tiny_gguf, "ai/tiny")
+    hex_id = model.id[7:]
+    for name in (hex_id[:4], hex_id[:11]):
+        with pytest.raises(ModelNotFound):
+            store.get(name)
+        with pytest.raises(ModelNotFound):
+            store.remove(name)
+    assert store.get(hex_id[:12]).id == model.id
+    assert store.get(f"sha256:{hex_id[:4]}").id == model.id
+    assert [m.id for m in store.list()] == [model.id]
 
 
 def test_tag_moves_between_models(store: ModelStore, tiny_gguf: Path, other_gguf: Path) -> None:

@@ -106,7 +106,10 @@ def test_uppercase_suggests_the_lowercase_name() -> None:
         (DIGEST, True, "ab" * 32),
         ("ab" * 32, True, "ab" * 32),
         ("abababababab", True, "abababababab"),
-        ("abcd", True, "abcd"),
+        ("abcd", False, None),  # bare hex under 12 is a name: "beef" is ai/beef, no ID
+        ("abababababa", False, None),
+        ("sha256:abcd", True, "abcd"),
+        ("sha256:abc", False, None),
         ("abc", False, None),
         ("gemma3", False, None),
         ("ABABABABABAB", False, None),
