@@ -47,6 +47,7 @@ from modelrunner.server.openai_routes import (
     UpstreamStreamingResponse,
     refuse_images_without_projector,
     unless_the_client_leaves,
+    whole_answer,
 )
 
 if TYPE_CHECKING:
@@ -127,10 +128,7 @@ async def _infer(
     if upstream is None:
         return Response(status_code=499)  # nobody is listening any more
     if not stream or upstream.status != 200:
-        try:
-            raw = await unless_the_client_leaves(request, upstream.read())
-        finally:
-            await upstream.aclose()
+        raw = await whole_answer(request, upstream)
         if raw is None:
             return Response(status_code=499)
         if upstream.status != 200:

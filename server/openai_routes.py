@@ -144,6 +144,14 @@ async def proxy(request: Request) -> Response:
     return UpstreamStreamingResponse(upstream)
 
 
+async def whole_answer(request: Request, upstream: UpstreamResponse) -> bytes | None:
+    """The runner's whole answer, then its connection released; None if the client left first."""
+    try:
+        return await unless_the_client_leaves(request, upstream.read())
+    finally:
+        await upstream.aclose()
+
+
 async def unless_the_client_leaves(
     request: Request, forwarding: Coroutine[Any, Any, T]
 ) -> T | None:

@@ -27,6 +27,7 @@ from modelrunner.server.openai_routes import (
     UpstreamStreamingResponse,
     refuse_images_without_projector,
     unless_the_client_leaves,
+    whole_answer,
 )
 from modelrunner.server.request_bodies import parse_json_object, read_body
 from modelrunner.server.responses_requests import ResponsesRequest, parse_request
@@ -103,10 +104,7 @@ class ResponsesApi:
         if parsed.stream and upstream.status == 200:
             events = self._events(upstream, shape, history)
             return UpstreamStreamingResponse(upstream, events, media_type=answers.SSE)
-        try:
-            raw = await unless_the_client_leaves(request, upstream.read())
-        finally:
-            await upstream.aclose()
+        raw = await whole_answer(request, upstream)
         if raw is None:
             return Response(status_code=499)
         status = upstream.status

@@ -262,9 +262,7 @@ class ModelStore:
             InvalidReference: The target is not a valid name, or names a digest.
             ModelNotFound: The source does not exist.
         """
-        target_reference = parse_reference(target)
-        if target_reference.digest is not None:
-            raise InvalidReference(f"cannot tag with a digest reference: {target}")
+        target_reference = _tag_reference(target)
         with self._lock.hold(exclusive=True):
             index = self._read_index()
             entry = index.resolve(source)
@@ -592,9 +590,7 @@ class ModelStore:
             InvalidInput: The context size is out of range, or the source is a CNCF model.
             StoreCorrupt: A blob of the source is missing.
         """
-        target_reference = parse_reference(target)
-        if target_reference.digest is not None:
-            raise InvalidReference(f"cannot tag with a digest reference: {target}")
+        target_reference = _tag_reference(target)
         with self._lock.hold(exclusive=True):
             index = self._read_index()
             entry = index.resolve(source)
@@ -672,3 +668,15 @@ class ModelStore:
         except RecursionError:
             return "is nested too deeply"
         return None if isinstance(document, dict) else "is not a JSON object"
+
+
+def _tag_reference(target: str) -> ModelReference:
+    """`target` parsed as a tag to give a model (a digest reference is not one).
+
+    Raises:
+        InvalidReference: Not a valid name, or a digest reference.
+    """
+    reference = parse_reference(target)
+    if reference.digest is not None:
+        raise InvalidReference(f"cannot tag with a digest reference: {target}")
+    return reference
