@@ -154,6 +154,8 @@ class FaultProxy:
     requests: list[ProxiedRequest] = field(default_factory=list)
     host: str = ""
     _server: asyncio.Server | None = None
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
+    """Connections being relayed: close() cancels them, so none is left to the loop's end."""
 
     async def start(self) -> str:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -164,6 +166,10 @@ class FaultProxy:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+            handlers = list(self._handlers)
+            for handler in handlers:
+                handler.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
@@ -174,6 +180,19 @@ class FaultProxy:
         ]  # fmt: skip
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._relay_one(client_r, client_w)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            client_w.close()  # the upstream refused, or the client left before its request
+        finally:
+            self._handlers.discard(task)
+
+    async def _relay_one(
+        self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+    ) -> None:
         try:
             head = await client_r.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError):
