@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import io
 import logging
 import tempfile
 import time
@@ -45,7 +44,8 @@ from modelrunner.core.seeding import seed_default_model
 from modelrunner.core.settings import Settings
 from modelrunner.core.store import fsck as store_fsck
 from modelrunner.core.store import housekeeping, updates
-from modelrunner.core.store.store import ModelExport, ModelStore, StoredModel
+from modelrunner.core.store.export_stream import stream_export
+from modelrunner.core.store.store import ModelStore, StoredModel
 from modelrunner.core.system.gpu import GpuSample
 from modelrunner.core.system.host import HostSample
 
@@ -208,7 +208,7 @@ class ModelRunner:
         number of chunks ahead of the reader, and never held whole in memory.
         """
         export = await asyncio.to_thread(self.store.open_export, reference)
-        return _stream_export(export)
+        return stream_export(export)
 
     async def repackage_model(
         self, source: str, target: str, *, context_size: int | None
@@ -573,59 +573,3 @@ class ModelRunner:
     async def check_updates(self) -> list[updates.UpdateStatus]:
         """For each registry tag: "update available", "up to date" or "unreachable: …"."""
         return await updates.check_updates(self.store, self.registry)
-
-
-class _ChunkSink(io.RawIOBase):
-    """A write-only file handing each write to an asyncio queue (blocking while it is full)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]) -> None:
-        self._loop = loop
-        self._queue = queue
-        self.abandoned = False
-        """Set when the reader has gone: the next write fails and the writer stops."""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        chunk = bytes(data)
-        if self.abandoned:
-            raise BrokenPipeError("the export's reader has gone")
-        if chunk:
-            asyncio.run_coroutine_threadsafe(self._queue.put(chunk), self._loop).result()
-        return len(chunk)
-
-
-async def _stream_export(export: ModelExport) -> AsyncIterator[bytes]:
-    """Run `export.write_to` in a thread and yield its writes; stopping early ends the thread."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
-    raw = _ChunkSink(loop, queue)
-    sink = io.BufferedWriter(raw, buffer_size=1 << 20)
-
-    def produce() -> None:
-        try:
-            export.write_to(sink)
-            sink.flush()
-        finally:
-            export.close()
-            if not raw.abandoned:
-                asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
-
-    producer = loop.run_in_executor(None, produce)
-    try:
-        while (chunk := await queue.get()) is not None:
-            yield chunk
-        await producer
-    finally:
-        # No await here: a cancelled reader (a client that left) may not wait any more.
-        raw.abandoned = True
-        while not queue.empty():  # a writer waiting for room gets it, then fails and stops
-            queue.get_nowait()
-        producer.add_done_callback(_expected_failure)
-
-
-def _expected_failure(producer: asyncio.Future[None]) -> None:
-    """Take the export writer's error once its reader has gone (BrokenPipeError, as a rule)."""
-    if not producer.cancelled():
-        producer.exception()
