@@ -398,9 +398,7 @@ class ModelRunner:
         Raises:
             InvalidInput: No runner mode serves `path`.
         """
-        if not path.startswith("/"):
-            raise InvalidInput(f"invalid upstream path {path!r}")
-        mode = mode_for_path(path)
+        mode = _upstream_mode(path)
         lease = await self.pool.checkout(reference, mode=mode, keep_alive=keep_alive)
         try:
             response = await self.pool.upstream.request(lease.runner, "POST", path, body, headers)
@@ -427,9 +425,8 @@ class ModelRunner:
         Raises:
             InvalidInput: No runner mode serves `path`.
         """
-        if not path.startswith("/"):
-            raise InvalidInput(f"invalid upstream path {path!r}")
-        lease = await self.pool.checkout(reference, mode=mode_for_path(path), keep_alive=keep_alive)
+        mode = _upstream_mode(path)
+        lease = await self.pool.checkout(reference, mode=mode, keep_alive=keep_alive)
         lease.release()
 
     async def chat(
@@ -573,3 +570,14 @@ class ModelRunner:
     async def check_updates(self) -> list[updates.UpdateStatus]:
         """For each registry tag: "update available", "up to date" or "unreachable: …"."""
         return await updates.check_updates(self.store, self.registry)
+
+
+def _upstream_mode(path: str) -> str:
+    """The runner mode serving an upstream path ("/v1/embeddings" -> embedding).
+
+    Raises:
+        InvalidInput: The path is not absolute, or no mode serves it.
+    """
+    if not path.startswith("/"):
+        raise InvalidInput(f"invalid upstream path {path!r}")
+    return mode_for_path(path)
